@@ -1,0 +1,124 @@
+"""``seg-app``: the clinician's desktop app and its headless commands.
+
+    seg-app [PATH] [--model CKPT] [--screenshot OUT.png [--segment] [--slice-fraction F]]
+    seg-app info PATH [--series UID]
+    seg-app predict INPUT... [--model CKPT] [--out DIR] [--device auto|cpu|cuda] [--tta] ...
+
+Errors from the core are printed as one line (``error: ...``) with a non-zero exit status; add
+``--verbose`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from seg_app import DISCLAIMER, __version__
+
+COMMANDS = {
+    "info": "show a scan's series, geometry, intensity range and loading warnings",
+    "predict": "segment scans headless and write masks + measurements",
+}
+
+
+def _gui_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="seg-app",
+        description=(
+            "Tumour-segmentation workstation. Without a command it opens the desktop app "
+            f"(optionally on PATH). {DISCLAIMER}"
+        ),
+        epilog="Commands:\n"
+        + "\n".join(f"  {name:<9} {text}" for name, text in COMMANDS.items())
+        + "\n\nRun 'seg-app COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("path", nargs="?", help="scan to open: NIfTI file, DICOM file or DICOM folder")
+    p.add_argument("--model", help="model checkpoint (default: the bundled model)")
+    p.add_argument("--series", help="SeriesInstanceUID to open when PATH holds several series")
+    p.add_argument("--screenshot", metavar="OUT.png", help="scripted mode: open PATH, render, save a PNG, exit")
+    p.add_argument("--segment", action="store_true", help="with --screenshot: segment before the screenshot")
+    p.add_argument("--slice-fraction", type=float, default=None, help="with --screenshot: slice position 0..1")
+    p.add_argument("--version", action="version", version=f"seg-app {__version__}")
+    p.add_argument("--verbose", action="store_true", help="print tracebacks")
+    return p
+
+
+def _info_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seg-app info", description=COMMANDS["info"])
+    p.add_argument("path", help="NIfTI file, DICOM file or folder")
+    p.add_argument("--series", help="SeriesInstanceUID to load when the folder holds several series")
+    p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def _fail(exc: BaseException, verbose: bool) -> int:
+    if verbose:
+        import traceback
+
+        traceback.print_exception(exc)
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def info_command(argv: Sequence[str]) -> int:
+    """Print a scan's summary; exit 2 with one line on bad input."""
+    import numpy as np
+
+    from seg_app.core import MultipleSeriesError, SegAppError
+    from seg_app.core.io import list_series, load_scan
+
+    args = _info_parser().parse_args(argv)
+    try:
+        try:
+            vol = load_scan(args.path, series_uid=args.series)
+        except MultipleSeriesError as exc:
+            print(f"{args.path}: {len(exc.series)} image series (choose one with --series UID):")
+            for s in exc.series:
+                print("  " + s.summary())
+            return 2
+        from pathlib import Path
+
+        if Path(args.path).is_dir():
+            series = list_series(args.path)
+            print(f"Folder: {args.path} ({len(series)} image series)")
+            for s in series:
+                print("  " + s.summary())
+        finite = vol.array[np.isfinite(vol.array)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"), float("nan"))
+        print(f"Scan: {vol.name}")
+        print(f"  modality:     {vol.modality or 'unknown'}")
+        if vol.series_uid:
+            print(f"  series UID:   {vol.series_uid}")
+        print(f"  shape:        {' x '.join(map(str, vol.shape))} voxels, {vol.n_channels} channel(s)"
+              + (f" ({', '.join(vol.channel_names)})" if vol.channel_names else ""))
+        print(f"  spacing:      {' x '.join(f'{s:.4g}' for s in vol.spacing)} mm")
+        print(f"  orientation:  {vol.orientation}+ (array axes i, j, k)")
+        extent = [n * s for n, s in zip(vol.shape, vol.spacing)]
+        print(f"  extent:       {' x '.join(f'{e:.1f}' for e in extent)} mm")
+        print(f"  intensity:    {lo:.6g} .. {hi:.6g}" + (" HU" if vol.modality == "CT" else ""))
+        print(f"  warnings:     {len(vol.warnings) or 'none'}")
+        for w in vol.warnings:
+            print(f"    - {w}")
+        return 0
+    except SegAppError as exc:
+        return _fail(exc, args.verbose)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "info":
+        return info_command(argv[1:])
+    if argv and argv[0] == "predict":
+        from seg_app.predict_cli import predict_command
+
+        return predict_command(argv[1:])
+    args = _gui_parser().parse_args(argv)
+    from seg_app.gui.app import run_app
+
+    return run_app(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Researcher tools: synthetic data, training, evaluation and export of self-describing checkpoints."""
