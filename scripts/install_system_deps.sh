@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# System tools the tests use: dciodvfy (DICOM validator, Debian dicom3tools), Xvfb and the xcb
+# libraries Qt's X11 platform needs (real-window smoke test). Installs only what is missing.
+set -euo pipefail
+pkgs=()
+command -v dciodvfy >/dev/null 2>&1 || pkgs+=(dicom3tools)
+command -v Xvfb >/dev/null 2>&1 || pkgs+=(xvfb xauth)
+command -v import >/dev/null 2>&1 || pkgs+=(imagemagick)
+for lib in libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 \
+           libxcb-xkb1 libxkbcommon-x11-0 libxkbcommon0 libegl1 libgl1 libfontconfig1 libdbus-1-3; do
+  dpkg -s "$lib" >/dev/null 2>&1 || pkgs+=("$lib")
+done
+[ ${#pkgs[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "Please install these system packages (Debian/Ubuntu names): ${pkgs[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
