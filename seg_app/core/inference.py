@@ -1,18 +1,48 @@
-"""Sliding-window segmentation (Qt-free). Used by the app, ``seg-app predict`` and training's validation."""
+"""Segmentation of a scan (Qt-free). Used by the app, ``seg-app predict`` and training's validation.
+
+Pipeline of :class:`Segmenter` (see ``docs/MEASUREMENTS.md`` for what the outputs mean):
+
+1. the spec's preprocessing (:func:`seg_app.core.preprocess.preprocess_volume`: RAS, spacing,
+   normalisation);
+2. crop to the bounding box of the non-background voxels (+ a margin) -- windows that would only see
+   air are skipped; outside the box the result is background;
+3. MONAI ``sliding_window_inference`` with the spec's ROI, overlap and Gaussian blending
+   (:func:`sliding_window_probabilities`), optionally repeated on flipped copies (TTA);
+4. probabilities mapped back onto the **source grid** (index copy when the grids coincide up to an
+   axis permutation/flip, otherwise bilinear resampling of the cropped box only);
+5. argmax, then the spec's postprocessing (drop lesions under ``min_lesion_ml``, keep the largest).
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
-from seg_app.core.errors import Cancelled
-from seg_app.core.spec import ModelSpec
+from seg_app.core.errors import Cancelled, CheckpointError, IncompatibleInputError
+from seg_app.core.spec import Checkpoint, ModelSpec, build_network, default_model_path, load_checkpoint
+from seg_app.core.volume import Volume
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 CancelCheck = threading.Event | Callable[[], bool] | None
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+T = TypeVar("T")
+
+#: Voxels of margin (model grid) kept around the non-background bounding box.
+CROP_MARGIN = 8
 
 
 def _is_cancelled(cancel: CancelCheck) -> bool:
@@ -42,6 +72,7 @@ def sliding_window_probabilities(
         spec: model spec (ROI size, overlap, blending mode).
         sw_device: where windows are computed (e.g. CUDA); default: the image's device.
         device: where the stitched output lives (e.g. CPU for big volumes); default: the image's device.
+        sw_batch_size: windows per network call (default: the spec's).
         progress: called with (windows done, windows total) after each window batch.
         cancel: an Event or callable; checked before each window batch, raises ``Cancelled``.
 
@@ -50,10 +81,12 @@ def sliding_window_probabilities(
     """
     batched = image.dim() == 5
     x = image if batched else image[None]
+    if isinstance(x, MetaTensor):
+        x = x.as_tensor()
     inf = spec.inference
     bs = sw_batch_size or inf.sw_batch_size
     state = {"done": 0}
-    total = _count_windows(tuple(x.shape[2:]), inf.roi_size, inf.overlap)
+    total = count_windows(tuple(x.shape[2:]), inf.roi_size, inf.overlap)
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         if _is_cancelled(cancel):
@@ -78,21 +111,477 @@ def sliding_window_probabilities(
             sw_device=sw_device,
             device=device,
         )
+        if isinstance(logits, MetaTensor):
+            logits = logits.as_tensor()
         probs = torch.softmax(logits.float(), dim=1)
-    if isinstance(probs, torch.Tensor) and hasattr(probs, "as_tensor"):
-        probs = probs.as_tensor()
+        del logits
     return probs if batched else probs[0]
 
 
-def _count_windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
+def count_windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
     """Number of windows MONAI's sliding window visits (same scan-interval rule)."""
-    import math
-
     n = 1
     for s, r in zip(shape, roi):
-        r = min(r, s) if s < r else r
-        size = max(s, r)
-        interval = int(r * (1 - overlap)) if r < size else r
-        interval = max(interval, 1)
-        n *= int(math.ceil(float(size - r) / interval)) + 1 if r < size else 1
+        size = max(s, r)  # MONAI pads the image up to the ROI first
+        if r >= size:
+            continue
+        interval = max(int(r * (1 - overlap)), 1)
+        n *= int(math.ceil(float(size - r) / interval)) + 1
     return n
+
+
+_count_windows = count_windows  # backwards-compatible name
+
+
+# ---- devices, threads, out-of-memory ---------------------------------------------------------
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` = CUDA, then Apple MPS, then CPU; explicit names are checked for availability."""
+    name = str(device).lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise IncompatibleInputError("CUDA was requested but no CUDA GPU is available; use --device cpu or auto.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise IncompatibleInputError("Apple MPS was requested but is not available; use --device cpu or auto.")
+    return dev
+
+
+def cpu_threads() -> int:
+    """CPU cores this process may use (affinity-aware; ``OMP_NUM_THREADS`` wins when set)."""
+    env = os.environ.get("OMP_NUM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_cpu_threads() -> int:
+    """Use every core we are allowed (torch defaults can exceed a container's CPU quota)."""
+    n = cpu_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA/MPS/CPU allocation failures raised by torch."""
+    oom_cls = getattr(torch.cuda, "OutOfMemoryError", None) or getattr(torch, "OutOfMemoryError", None)
+    if oom_cls is not None and isinstance(exc, oom_cls):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def run_with_oom_fallback(
+    run: Callable[[torch.device, int], T],
+    device: torch.device,
+    sw_batch_size: int,
+    warnings: list[str],
+) -> tuple[T, torch.device]:
+    """Call ``run(device, sw_batch_size)``; on out-of-memory halve the window batch, then use the CPU.
+
+    Every retry is recorded in ``warnings``. Errors other than out-of-memory propagate unchanged.
+    """
+    bs = max(1, int(sw_batch_size))
+    dev = torch.device(device)
+    while True:
+        try:
+            return run(dev, bs), dev
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is an OOM
+            if not is_out_of_memory(exc):
+                raise
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            if bs > 1:
+                new_bs = bs // 2
+                warnings.append(
+                    f"Out of memory on {dev.type.upper()} with {bs} windows per batch; retried with {new_bs}."
+                )
+                bs = new_bs
+            elif dev.type != "cpu":
+                warnings.append(f"Out of memory on {dev.type.upper()} even with 1 window per batch; ran on the CPU instead.")
+                dev = torch.device("cpu")
+                bs = max(1, int(sw_batch_size))
+            else:
+                raise
+
+
+# ---- results ---------------------------------------------------------------------------------
+@dataclass
+class SegmentationResult:
+    """Output of :meth:`Segmenter.segment`, every map on the source scan's grid."""
+
+    labels: Volume  # uint8 label map (same shape and affine as the input)
+    probabilities: Volume | None  # (1, I, J, K) float32 foreground probability, 1 - p(background)
+    spec: ModelSpec
+    device: str  # what actually ran: "cpu", "cuda", "mps", "onnxruntime-cpu"
+    seconds: float
+    warnings: tuple[str, ...]
+    agreement: Volume | None = None  # TTA: fraction of augmented predictions agreeing with the label
+
+
+# ---- geometry helpers ------------------------------------------------------------------------
+def foreground_box(image: torch.Tensor, spec: ModelSpec, margin: int = CROP_MARGIN) -> tuple[slice, slice, slice] | None:
+    """Box (model grid) around voxels that are not background after normalisation, or None for all.
+
+    Background is exactly 0 after ``zscore_nonzero`` (zeros are not normalised) and 0 after
+    ``ct_window`` (at or below the window's low end). With ``none`` nothing is cropped. The box grows
+    by ``margin`` voxels and to at least the ROI size (when the image allows).
+    """
+    scheme = spec.normalization.scheme
+    if scheme == "zscore_nonzero":
+        fg = (image != 0).any(dim=0)
+    elif scheme == "ct_window":
+        fg = (image > 0).any(dim=0)
+    else:
+        return None
+    shape = tuple(fg.shape)
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        nz = torch.nonzero(fg.any(dim=other)).flatten()
+        if nz.numel() == 0:
+            return tuple(slice(0, min(s, r)) for s, r in zip(shape, spec.inference.roi_size))  # type: ignore[return-value]
+        lo, hi = int(nz[0]) - margin, int(nz[-1]) + 1 + margin
+        need = min(spec.inference.roi_size[axis], shape[axis])
+        if hi - lo < need:
+            extra = need - (hi - lo)
+            lo -= extra // 2
+            hi += extra - extra // 2
+        lo, hi = max(0, lo), min(shape[axis], hi)
+        if hi - lo < need:  # pushed against one side
+            lo, hi = (0, need) if lo == 0 else (shape[axis] - need, shape[axis])
+        box.append(slice(lo, hi))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def _shift_affine(affine: np.ndarray, offset: Sequence[int]) -> np.ndarray:
+    out = np.array(affine, dtype=np.float64, copy=True)
+    out[:3, 3] = affine[:3, :3] @ np.asarray(offset, dtype=np.float64) + affine[:3, 3]
+    return out
+
+
+def _index_map(src_affine: np.ndarray, dst_affine: np.ndarray, tol: float = 1e-4) -> tuple[list[int], list[int], list[int]] | None:
+    """When ``src`` voxels land exactly on ``dst`` voxels (signed axis permutation + integer shift).
+
+    Returns ``(perm, sign, shift)`` with ``dst[r] = sign[r] * src[perm[r]] + shift[r]``, else None.
+    """
+    m = np.linalg.solve(dst_affine, src_affine)  # src voxel -> dst voxel
+    lin, t = m[:3, :3], m[:3, 3]
+    rounded = np.rint(lin)
+    if not np.allclose(lin, rounded, atol=tol) or not np.allclose(t, np.rint(t), atol=tol):
+        return None
+    if not np.array_equal(np.abs(rounded).sum(axis=0), np.ones(3)) or not np.array_equal(np.abs(rounded).sum(axis=1), np.ones(3)):
+        return None
+    perm = [int(np.flatnonzero(rounded[r])[0]) for r in range(3)]
+    sign = [int(rounded[r, perm[r]]) for r in range(3)]
+    return perm, sign, [int(x) for x in np.rint(t)]
+
+
+def _paste_exact(src: np.ndarray, mapping: tuple[list[int], list[int], list[int]], dst: np.ndarray) -> None:
+    """Copy ``src`` (C, a, b, c) into ``dst`` (C, I, J, K) through an exact index map (clipped)."""
+    perm, sign, shift = mapping
+    arr = src.transpose([0] + [p + 1 for p in perm])
+    sl_src, sl_dst = [slice(None)], [slice(None)]
+    for r in range(3):
+        n = arr.shape[r + 1]
+        if sign[r] < 0:
+            arr = np.flip(arr, axis=r + 1)
+            start = shift[r] - n + 1
+        else:
+            start = shift[r]
+        lo, hi = max(0, start), min(dst.shape[r + 1], start + n)
+        if hi <= lo:
+            return
+        sl_src.append(slice(lo - start, hi - start))
+        sl_dst.append(slice(lo, hi))
+    dst[tuple(sl_dst)] = arr[tuple(sl_src)]
+
+
+def _source_box(crop_affine: np.ndarray, crop_shape: Sequence[int], reference: Volume) -> tuple[slice, slice, slice] | None:
+    """Source-grid voxels covered by a box on another grid (plus one voxel)."""
+    corners = np.array([[a, b, c] for a in (-0.5, crop_shape[0] - 0.5) for b in (-0.5, crop_shape[1] - 0.5) for c in (-0.5, crop_shape[2] - 0.5)])
+    world = corners @ crop_affine[:3, :3].T + crop_affine[:3, 3]
+    vox = reference.world_to_voxel(world)
+    lo = np.maximum(np.floor(vox.min(axis=0)) - 1, 0).astype(int)
+    hi = np.minimum(np.ceil(vox.max(axis=0)) + 2, reference.shape).astype(int)
+    if np.any(hi <= lo):
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
+def to_source_grid(data: torch.Tensor, data_affine: np.ndarray, reference: Volume, fill: Sequence[float], mode: str = "bilinear") -> np.ndarray:
+    """Map a channel-first tensor on any grid onto ``reference``'s grid; voxels it does not cover get ``fill``.
+
+    Exact index copy when the grids coincide up to a signed permutation and an integer shift,
+    otherwise MONAI resampling (``resample_to_reference``) of the covered sub-box only.
+    """
+    from seg_app.core.preprocess import resample_to_reference
+
+    n_ch = int(data.shape[0])
+    out = np.empty((n_ch, *reference.shape), dtype=np.float32)
+    for c in range(n_ch):
+        out[c].fill(fill[c])
+    mapping = _index_map(np.asarray(data_affine, dtype=np.float64), reference.affine)
+    arr = data.detach().to("cpu", torch.float32)
+    if mapping is not None:
+        _paste_exact(arr.numpy(), mapping, out)
+        return out
+    box = _source_box(np.asarray(data_affine, dtype=np.float64), tuple(data.shape[1:]), reference)
+    if box is None:
+        return out
+    sub_shape = tuple(s.stop - s.start for s in box)
+    sub_ref = Volume(np.broadcast_to(np.zeros((), np.uint8), (1, *sub_shape)), _shift_affine(reference.affine, [s.start for s in box]))
+    mt = MetaTensor(arr, affine=torch.as_tensor(data_affine, dtype=torch.float64))
+    res = resample_to_reference(mt, sub_ref, mode=mode)
+    out[(slice(None), *box)] = res.numpy()
+    return out
+
+
+def postprocess_labels(labels: np.ndarray, spec: ModelSpec, voxel_volume_ml: float) -> tuple[np.ndarray, int]:
+    """Apply the spec's postprocessing in place; returns (labels, number of lesions removed)."""
+    pp = spec.postprocess
+    if pp.min_lesion_ml <= 0 and not pp.keep_largest:
+        return labels, 0
+    from seg_app.core.measure import _nonzero_bbox, lesion_components
+
+    box = _nonzero_bbox(labels)
+    if box is None:
+        return labels, 0
+    crop = labels[box]
+    cc, n = lesion_components(crop)
+    if n == 0:
+        return labels, 0
+    counts = np.bincount(cc.ravel(), minlength=n + 1)
+    ids, first = np.unique(cc.ravel(), return_index=True)  # first voxel of each component
+    comp_label = np.zeros(n + 1, dtype=np.int64)
+    comp_label[ids] = crop.ravel()[first]
+    remove = np.zeros(n + 1, dtype=bool)
+    min_vox = pp.min_lesion_ml / voxel_volume_ml if voxel_volume_ml > 0 else 0
+    for cid in range(1, n + 1):
+        if counts[cid] < min_vox:
+            remove[cid] = True
+    if pp.keep_largest:
+        for value in np.unique(comp_label[1:]):
+            ids = [i for i in range(1, n + 1) if comp_label[i] == value and not remove[i]]
+            if len(ids) > 1:
+                keep = max(ids, key=lambda i: counts[i])
+                for i in ids:
+                    remove[i] = i != keep
+    removed = int(remove.sum())
+    if removed:
+        crop[remove[cc]] = 0
+    return labels, removed
+
+
+# ---- the segmenter ---------------------------------------------------------------------------
+class Segmenter:
+    """Segments ``Volume``s with one model; reusable across scans and threads (one call at a time).
+
+    Args:
+        model: checkpoint path, a loaded ``Checkpoint``, or None for the bundled default model.
+        device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        tta: test-time augmentation (identity + flips along each axis, probabilities averaged).
+        backend: ``auto`` (ONNX Runtime on the CPU when available, matching and faster), ``torch`` or
+            ``onnxruntime``.
+        crop_foreground: skip windows outside the non-background box (see :func:`foreground_box`).
+        sw_batch_size: windows per network call (default: the spec's).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Checkpoint | None = None,
+        device: str = "auto",
+        tta: bool = False,
+        backend: str = "auto",
+        *,
+        crop_foreground: bool = True,
+        sw_batch_size: int | None = None,
+    ) -> None:
+        if backend not in ("auto", "torch", "onnxruntime"):
+            raise ValueError(f"Unknown backend '{backend}' (auto, torch or onnxruntime).")
+        if model is None:
+            model = default_model_path()
+            if not Path(model).is_file():
+                raise CheckpointError(f"The bundled model '{Path(model).name}' is missing; pass a checkpoint with --model.")
+        ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
+        self.checkpoint = ckpt
+        self.spec: ModelSpec = ckpt.spec
+        self.device = select_device(device)
+        self.tta = bool(tta)
+        self.backend = backend
+        self.crop_foreground = crop_foreground
+        self.sw_batch_size = int(sw_batch_size or self.spec.inference.sw_batch_size)
+        self.threads = configure_cpu_threads()
+        net = build_network(self.spec)
+        net.load_state_dict(ckpt.state_dict, strict=True)
+        self.network: torch.nn.Module = net.eval()
+        self._onnx: Any = None  # OnnxPredictor once chosen; False when ruled out
+        self._lock = threading.Lock()
+
+    # -- backends --
+    def _torch_predictor(self, device: torch.device) -> Predictor:
+        net = self.network.to(device)
+        if device.type == "cuda":
+            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+            def run_cuda(batch: torch.Tensor) -> torch.Tensor:
+                with torch.autocast("cuda", dtype=amp):
+                    return net(batch.to(device, non_blocking=True)).float()
+
+            return run_cuda
+        return lambda batch: net(batch.to(device))
+
+    def _onnx_predictor(self) -> Any:
+        """The ONNX Runtime predictor when the backend setting and a speed/accuracy check allow it."""
+        if self.backend == "torch" or self._onnx is False:
+            return None
+        if self._onnx is not None:
+            return self._onnx
+        from seg_app.core import onnx_backend
+
+        forced = self.backend == "onnxruntime"
+        try:
+            pred = onnx_backend.predictor_for(self.network, self.spec, self.checkpoint, threads=self.threads, check=not forced)
+        except Exception as exc:  # noqa: BLE001 - any ORT/export failure falls back to torch
+            if forced:
+                raise CheckpointError(f"The ONNX Runtime backend could not be used ({exc}).") from exc
+            log.info("ONNX Runtime backend not used: %s", exc)
+            pred = None
+        self._onnx = pred if pred is not None else False
+        return pred
+
+    # -- main entry --
+    def segment(
+        self,
+        volume: Volume,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck = None,
+        return_probabilities: bool = True,
+    ) -> SegmentationResult:
+        """Segment ``volume``; every returned map lies on its grid (same shape and affine).
+
+        Raises:
+            IncompatibleInputError: wrong channel count, NaN/inf values, empty dimension.
+            Cancelled: ``cancel`` was set (checked between window batches); nothing is kept.
+        """
+        from seg_app.core.preprocess import preprocess_volume
+
+        with self._lock:
+            t0 = time.perf_counter()
+            warnings: list[str] = []
+            if _is_cancelled(cancel):
+                raise Cancelled("Segmentation was cancelled.")
+            spec = self.spec
+            with torch.inference_mode():
+                pre = preprocess_volume(volume, spec)  # raises IncompatibleInputError
+            model_affine = np.asarray(pre.affine, dtype=np.float64)
+            x = pre.as_tensor()
+            del pre
+            small = [s for s, r in zip(x.shape[1:], spec.inference.roi_size) if s < r]
+            if small:
+                warnings.append(
+                    f"The scan ({'x'.join(map(str, x.shape[1:]))} voxels at the model's spacing) is smaller than the "
+                    f"model's window ({'x'.join(map(str, spec.inference.roi_size))}); it was padded."
+                )
+            box = foreground_box(x, spec) if self.crop_foreground else None
+            if box is not None:
+                x = x[(slice(None), *box)].contiguous()
+                crop_affine = _shift_affine(model_affine, [s.start for s in box])
+            else:
+                crop_affine = model_affine
+            flips: list[tuple[int, ...]] = [()] + ([(1,), (2,), (3,)] if self.tta else [])
+            per_pass = count_windows(tuple(x.shape[1:]), spec.inference.roi_size, spec.inference.overlap)
+            total = per_pass * len(flips)
+
+            onnx_pred = self._onnx_predictor() if self.device.type == "cpu" else None
+            device_name = "onnxruntime-cpu" if onnx_pred is not None else self.device.type
+
+            @torch.inference_mode()
+            def run(dev: torch.device, bs: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                predictor: Predictor = onnx_pred if (onnx_pred is not None and dev.type == "cpu") else self._torch_predictor(dev)
+                stitch = self._stitch_device(dev, x, spec.out_channels)
+                acc: torch.Tensor | None = None
+                votes: list[torch.Tensor] = []
+                for n, axes in enumerate(flips):
+                    def prog(done: int, _tot: int, _n: int = n) -> None:
+                        if progress is not None:
+                            progress(_n * per_pass + done, total)
+
+                    xi = torch.flip(x, axes) if axes else x
+                    p = sliding_window_probabilities(
+                        predictor, xi, spec, sw_device=dev, device=stitch, sw_batch_size=bs, progress=prog, cancel=cancel
+                    ).to("cpu")
+                    if axes:
+                        p = torch.flip(p, axes)
+                    if self.tta:
+                        votes.append(torch.argmax(p, dim=0).to(torch.uint8))
+                    acc = p if acc is None else acc.add_(p)
+                assert acc is not None
+                if len(flips) > 1:
+                    acc /= len(flips)
+                agree = None
+                if self.tta:
+                    final = torch.argmax(acc, dim=0).to(torch.uint8)
+                    agree = torch.stack([v == final for v in votes]).float().mean(dim=0)
+                return acc, agree
+
+            try:
+                (probs, agree), used = run_with_oom_fallback(run, self.device, self.sw_batch_size, warnings)
+            finally:
+                if self.device.type != "cpu":
+                    self.network.to(self.device)
+            if used != self.device:
+                device_name = "onnxruntime-cpu" if onnx_pred is not None else used.type
+
+            # back to the source grid: labels + foreground probability (+ agreement)
+            n_lab = spec.out_channels
+            values = np.array([lab.value for lab in spec.labels], dtype=np.uint8)
+            if n_lab == 2:
+                fg = to_source_grid(probs[1:2], crop_affine, volume, fill=[0.0])
+                labels = np.where(fg[0] > 0.5, values[1], values[0]).astype(np.uint8)
+            else:
+                full = to_source_grid(probs, crop_affine, volume, fill=[1.0] + [0.0] * (n_lab - 1))
+                labels = values[np.argmax(full, axis=0)]
+                fg = 1.0 - full[0:1]
+                del full
+            del probs
+            labels, removed = postprocess_labels(labels, spec, volume.voxel_volume_ml)
+            if removed:
+                log.info("postprocessing removed %d lesion(s)", removed)
+            label_vol = volume.with_array(labels[None], channel_names=(), warnings=tuple(warnings), modality=volume.modality)
+            prob_vol = volume.with_array(np.clip(fg, 0.0, 1.0, out=fg), channel_names=("foreground probability",), warnings=()) if return_probabilities else None
+            agree_vol = None
+            if agree is not None:
+                ag = to_source_grid(agree[None], crop_affine, volume, fill=[1.0])
+                agree_vol = volume.with_array(ag, channel_names=("TTA agreement",), warnings=())
+            return SegmentationResult(
+                labels=label_vol,
+                probabilities=prob_vol,
+                spec=spec,
+                device=device_name,
+                seconds=time.perf_counter() - t0,
+                warnings=tuple(warnings),
+                agreement=agree_vol,
+            )
+
+    @staticmethod
+    def _stitch_device(dev: torch.device, x: torch.Tensor, n_labels: int) -> torch.device:
+        """Stitch on the GPU only when the output comfortably fits its free memory."""
+        if dev.type != "cuda":
+            return torch.device("cpu") if dev.type == "cpu" else dev
+        try:
+            free, _ = torch.cuda.mem_get_info(dev)
+        except RuntimeError:
+            return torch.device("cpu")
+        need = x[0].numel() * 4 * (2 * n_labels + 2)
+        return dev if need < 0.4 * free else torch.device("cpu")

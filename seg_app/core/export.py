@@ -1,0 +1,107 @@
+"""Measurement files: JSON (lesions + per-label totals + provenance) and CSV (one row per lesion).
+
+Both are written atomically with :func:`seg_app.core.io.atomic_write`; a failure raises
+``ExportError`` and leaves no partial file. Column/key meanings: ``docs/MEASUREMENTS.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from seg_app.core.errors import ExportError
+from seg_app.core.measure import LesionMeasurement, _jsonable
+
+#: Format tag and version of the measurement JSON.
+MEASUREMENTS_FORMAT = "seg_app.measurements"
+MEASUREMENTS_VERSION = 1
+
+#: CSV columns, in order (vectors are split into ``_x/_y/_z`` or ``_i/_j/_k`` columns).
+CSV_COLUMNS: tuple[str, ...] = tuple(
+    col
+    for f in fields(LesionMeasurement)
+    for col in (
+        [f"{f.name}_{a}" for a in "xyz"] if f.name == "centroid_ras_mm"
+        else [f"{f.name}_{a}" for a in "ijk"] if f.name in ("centroid_voxel", "bbox_min_voxel", "bbox_max_voxel")
+        else [f.name]
+    )
+)
+
+
+def _check_folder(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise ExportError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+
+
+def measurements_document(
+    lesions: Sequence[LesionMeasurement], totals: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON document as a dict: ``format``, ``version``, ``lesions``, ``totals`` and ``extra``'s keys."""
+    doc: dict[str, Any] = {"format": MEASUREMENTS_FORMAT, "version": MEASUREMENTS_VERSION}
+    doc.update({str(k): _jsonable(v) if not isinstance(v, Mapping) else v for k, v in (extra or {}).items()})
+    doc["lesions"] = [les.to_dict() for les in lesions]
+    doc["totals"] = [{k: _jsonable(v) for k, v in t.items()} for t in totals]
+    return doc
+
+
+def save_measurements_json(
+    path: str | os.PathLike,
+    lesions: Sequence[LesionMeasurement],
+    totals: Sequence[Mapping[str, Any]],
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write lesions, per-label totals and ``extra`` (model, source, warnings...) as JSON, atomically."""
+    from seg_app.core.io import atomic_write
+
+    path = Path(path)
+    _check_folder(path)
+    try:
+        text = json.dumps(measurements_document(lesions, totals, extra), indent=2, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"Cannot write {path}: the measurements are not JSON-serialisable ({exc}).") from exc
+    try:
+        with atomic_write(path) as tmp:
+            Path(tmp).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+    return path
+
+
+def _csv_row(les: LesionMeasurement) -> list[Any]:
+    row: list[Any] = []
+    for f in fields(LesionMeasurement):
+        v = getattr(les, f.name)
+        vals = list(v) if isinstance(v, tuple) else [v]
+        for x in vals:
+            if x is None or (isinstance(x, float) and not math.isfinite(x)):
+                row.append("")
+            elif isinstance(x, float):
+                row.append(f"{x:.6g}")
+            else:
+                row.append(x)
+    return row
+
+
+def save_measurements_csv(path: str | os.PathLike, lesions: Sequence[LesionMeasurement]) -> Path:
+    """Write one row per lesion (header :data:`CSV_COLUMNS`; empty cell = not available), atomically."""
+    from seg_app.core.io import atomic_write
+
+    path = Path(path)
+    _check_folder(path)
+    try:
+        with atomic_write(path) as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(CSV_COLUMNS)
+                for les in lesions:
+                    w.writerow(_csv_row(les))
+    except OSError as exc:
+        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+    return path

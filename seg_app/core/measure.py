@@ -1,0 +1,350 @@
+"""Per-lesion measurements in world millimetres (Qt-free, fast enough to rerun after each brush stroke).
+
+A *lesion* is one connected component (26-connectivity) of one label value. Every definition is
+documented in ``docs/MEASUREMENTS.md``; in short:
+
+* the lesion boundary is the set of **face centres between lesion and non-lesion voxels** — exactly
+  the vertices of the marching-cubes surface of the mask at level 0.5 (the pyradiomics convention);
+  diameters are distances between boundary points, mapped through the affine (anisotropic and oblique
+  grids are exact, not approximated);
+* ``max_diameter_mm``: 3D Feret diameter (convex hull of the boundary points, then the largest
+  pairwise distance between hull vertices);
+* RECIST axes in the array plane whose normal is closest to the patient S axis ("axial"): the long
+  axis is the largest in-plane Feret diameter over all slices; the short axis is the longest extent
+  perpendicular to it in that same slice;
+* surface area: marching cubes on the cropped, padded mask, vertices mapped through the affine;
+  sphericity ``pi^(1/3) (6V)^(2/3) / A`` with the voxel-count volume.
+
+Each component is cropped to its bounding box before anything expensive happens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import cdist
+
+from seg_app.core.volume import Volume
+
+#: ``S`` axis of RAS+ world coordinates ("axial" plane normal).
+_S_AXIS = np.array([0.0, 0.0, 1.0])
+
+
+@dataclass(frozen=True)
+class LesionMeasurement:
+    """Measurements of one lesion (one connected component of one label). Lengths in mm, volumes in mL.
+
+    Intensity statistics (``mean`` ... ``median``) are of the source image's first channel inside the
+    lesion (HU for CT) and NaN without an image. ``confidence`` is the mean foreground probability
+    inside the lesion (None without probabilities); ``tta_agreement`` the mean fraction of
+    test-time-augmented predictions that agree with the final label (None without TTA).
+    """
+
+    label: int
+    label_name: str
+    lesion_id: int
+    voxel_count: int
+    volume_ml: float
+    max_diameter_mm: float
+    long_axis_mm: float
+    short_axis_mm: float
+    surface_area_mm2: float
+    sphericity: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    median: float
+    centroid_ras_mm: tuple[float, float, float]
+    centroid_voxel: tuple[float, float, float]
+    bbox_min_voxel: tuple[int, int, int]
+    bbox_max_voxel: tuple[int, int, int]
+    confidence: float | None
+    tta_agreement: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists, NaN becomes None)."""
+        return {k: _jsonable(v) for k, v in asdict(self).items()}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return None if not math.isfinite(f) else f
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+# ---- geometry helpers ------------------------------------------------------------------------
+def _boundary_points(mask: np.ndarray, axes: Sequence[int] = (0, 1, 2)) -> np.ndarray:
+    """Face centres (voxel index units, float) between ``mask`` and its complement across ``axes``.
+
+    These are the marching-cubes vertices of the binary mask at level 0.5. Restricting ``axes`` to
+    two in-plane axes gives each slice's 2D (marching-squares) boundary.
+    """
+    pm = np.pad(mask, 1)
+    out = []
+    for a in axes:
+        hi = [slice(1, -1)] * 3
+        lo = [slice(1, -1)] * 3
+        hi[a] = slice(1, None)
+        lo[a] = slice(None, -1)
+        faces = pm[tuple(hi)] != pm[tuple(lo)]  # face between padded index p-1 and p along a
+        idx = np.argwhere(faces).astype(np.float64)
+        idx[:, a] -= 1.5  # padded p -> original face at (p - 1) - 0.5
+        out.append(idx)
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def _hull_vertices(points: np.ndarray) -> np.ndarray:
+    """Convex-hull vertices of ``points`` (N, D); all points when the hull is degenerate."""
+    if len(points) <= points.shape[1] + 1:
+        return points
+    try:
+        return points[ConvexHull(points).vertices]
+    except (QhullError, ValueError):
+        return points
+
+
+def _farthest_pair(points: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Largest distance between two points (exact; blockwise over convex-hull vertices)."""
+    if len(points) == 0:
+        return 0.0, np.zeros(points.shape[1]), np.zeros(points.shape[1])
+    hv = _hull_vertices(points)
+    best, bi, bj = -1.0, 0, 0
+    block = 1024
+    for s in range(0, len(hv), block):
+        d = cdist(hv[s : s + block], hv, "sqeuclidean")
+        k = int(np.argmax(d))
+        r, c = divmod(k, d.shape[1])
+        if d[r, c] > best:
+            best, bi, bj = float(d[r, c]), s + r, c
+    return math.sqrt(max(best, 0.0)), hv[bi], hv[bj]
+
+
+def axial_axis(affine: np.ndarray) -> int:
+    """Array axis whose slices are closest to the patient axial plane.
+
+    The normal of the slices perpendicular to array axis ``a`` is the cross product of the world
+    directions of the two other axes; the axis whose normal is most parallel to S (RAS+) wins.
+    """
+    lin = np.asarray(affine, dtype=np.float64)[:3, :3]
+    best, best_axis = -1.0, 2
+    for a in range(3):
+        b, c = [x for x in range(3) if x != a]
+        n = np.cross(lin[:, b], lin[:, c])
+        score = abs(float(n @ _S_AXIS)) / (float(np.linalg.norm(n)) or 1.0)
+        if score > best + 1e-9:
+            best, best_axis = score, a
+    return best_axis
+
+
+def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, float]:
+    """(long axis, short axis) in mm of a cropped mask, in slices perpendicular to ``axis``."""
+    b, c = [x for x in range(3) if x != axis]
+    pts = _boundary_points(mask, axes=(b, c))
+    if len(pts) == 0:
+        return 0.0, 0.0
+    q, _ = np.linalg.qr(lin[:, [b, c]])  # orthonormal basis of the slice plane (world)
+    plane2d = (pts[:, [b, c]] @ lin[:, [b, c]].T) @ q  # isometric 2D coordinates in mm
+    slices = np.rint(pts[:, axis]).astype(np.int64)
+    order = np.argsort(slices, kind="stable")
+    slices, plane2d = slices[order], plane2d[order]
+    starts = np.flatnonzero(np.r_[True, slices[1:] != slices[:-1]])
+    ends = np.r_[starts[1:], len(slices)]
+    best = (-1.0, None, None, 0, 0)
+    for s, e in zip(starts, ends):
+        d, p, r = _farthest_pair(plane2d[s:e])
+        if d > best[0]:
+            best = (d, p, r, s, e)
+    long_mm, p, r, s, e = best
+    if long_mm <= 0 or p is None:
+        return max(long_mm, 0.0), 0.0
+    u = (r - p) / long_mm
+    v = np.array([-u[1], u[0]])
+    pts2 = plane2d[s:e]
+    pu, pv = pts2 @ u, pts2 @ v
+    width = float(max(np.linalg.norm(lin[:, b]), np.linalg.norm(lin[:, c])))
+    bins = np.floor((pu - pu.min()) / width).astype(np.int64)
+    o = np.argsort(bins, kind="stable")
+    bins, pv = bins[o], pv[o]
+    bstart = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    extent = np.maximum.reduceat(pv, bstart) - np.minimum.reduceat(pv, bstart)
+    short_mm = float(min(extent.max(), long_mm))
+    return float(long_mm), short_mm
+
+
+def _surface_area_mm2(mask: np.ndarray, lin: np.ndarray) -> float:
+    """Marching-cubes surface area of a cropped mask, vertices mapped through the affine."""
+    from skimage.measure import marching_cubes, mesh_surface_area
+
+    padded = np.pad(mask, 1).astype(np.float32)
+    verts, faces, _, _ = marching_cubes(padded, level=0.5, allow_degenerate=False)
+    return float(mesh_surface_area(verts @ lin.T, faces))
+
+
+# ---- public API ------------------------------------------------------------------------------
+def _grid_check(name: str, vol: Volume | None, shape: tuple[int, int, int]) -> np.ndarray | None:
+    if vol is None:
+        return None
+    if vol.shape != shape:
+        raise ValueError(f"{name} has shape {vol.shape} but the label map has shape {shape}; they must share a grid.")
+    return vol.array[0]
+
+
+def lesion_components(labels: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
+    """Connected components of an integer label map (components never cross label values)."""
+    cc, n = cc3d.connected_components(np.ascontiguousarray(labels), connectivity=connectivity, return_N=True)
+    return cc, int(n)
+
+
+def _nonzero_bbox(arr: np.ndarray) -> tuple[slice, ...] | None:
+    """Tight bounding box of the non-zero voxels (three cheap projections)."""
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        nz = np.flatnonzero(np.any(arr, axis=other))
+        if nz.size == 0:
+            return None
+        out.append(slice(int(nz[0]), int(nz[-1]) + 1))
+    return tuple(out)
+
+
+def measure_lesions(
+    labels: Volume,
+    image: Volume | None = None,
+    probabilities: Volume | None = None,
+    agreement: Volume | None = None,
+    label_names: Mapping[int, str] | None = None,
+    connectivity: int = 26,
+) -> list[LesionMeasurement]:
+    """Measure every lesion of a label map.
+
+    Args:
+        labels: integer label map ``(1, I, J, K)``; its affine defines every length.
+        image: source scan on the same grid (first channel is used for intensity statistics).
+        probabilities: foreground probability ``(1, I, J, K)`` on the same grid (lesion confidence).
+        agreement: TTA agreement map on the same grid.
+        label_names: value -> name (default ``"label N"``).
+        connectivity: 6, 18 or 26 (default 26: touching corners join lesions).
+
+    Returns:
+        lesions sorted by label value, then by volume (largest first); ``lesion_id`` counts from 1
+        within each label in that order.
+    """
+    lab = np.asarray(labels.array[0])
+    shape = labels.shape
+    img = _grid_check("The image", image, shape)
+    prob = _grid_check("The probability map", probabilities, shape)
+    agr = _grid_check("The agreement map", agreement, shape)
+    names = dict(label_names or {})
+    box = _nonzero_bbox(lab)
+    if box is None:
+        return []
+    origin = np.array([s.start for s in box])
+    crop = lab[box]
+    if not np.issubdtype(crop.dtype, np.integer):
+        crop = crop.astype(np.int32)
+    cc, n = lesion_components(crop, connectivity)
+    objects = ndimage.find_objects(cc)
+    counts = np.bincount(cc.ravel(), minlength=n + 1)
+    lin = labels.affine[:3, :3]
+    axial = axial_axis(labels.affine)
+    vox_ml = labels.voxel_volume_ml
+    per_label: dict[int, list[tuple[int, tuple[slice, ...]]]] = {}
+    for cid, sl in enumerate(objects, start=1):
+        if sl is None:
+            continue
+        sub = cc[sl] == cid
+        value = int(crop[sl][np.unravel_index(int(np.argmax(sub)), sub.shape)])
+        per_label.setdefault(value, []).append((cid, sl))
+    results: list[LesionMeasurement] = []
+    for value in sorted(per_label):
+        comps = sorted(per_label[value], key=lambda t: (-int(counts[t[0]]), t[0]))
+        for lesion_id, (cid, sl) in enumerate(comps, start=1):
+            mask = cc[sl] == cid
+            lo = origin + np.array([s.start for s in sl])
+            gsl = tuple(slice(int(a), int(a) + m) for a, m in zip(lo, mask.shape))
+            idx = np.argwhere(mask)
+            centroid_vox = idx.mean(axis=0) + lo
+            centroid_ras = labels.voxel_to_world(centroid_vox)
+            bpts = _boundary_points(mask) @ lin.T
+            max_d, _, _ = _farthest_pair(bpts)
+            long_ax, short_ax = _recist_axes(mask, lin, axial)
+            area = _surface_area_mm2(mask, lin)
+            voxels = int(counts[cid])
+            vol_mm3 = voxels * vox_ml * 1000.0
+            sphericity = (math.pi ** (1 / 3)) * (6 * vol_mm3) ** (2 / 3) / area if area > 0 else float("nan")
+            if img is not None:
+                vals = np.asarray(img[gsl][mask], dtype=np.float64)
+                stats = (float(vals.mean()), float(vals.std()), float(vals.min()), float(vals.max()), float(np.median(vals)))
+            else:
+                stats = (float("nan"),) * 5
+            conf = float(np.mean(prob[gsl][mask], dtype=np.float64)) if prob is not None else None
+            agree = float(np.mean(agr[gsl][mask], dtype=np.float64)) if agr is not None else None
+            results.append(
+                LesionMeasurement(
+                    label=value,
+                    label_name=names.get(value, f"label {value}"),
+                    lesion_id=lesion_id,
+                    voxel_count=voxels,
+                    volume_ml=voxels * vox_ml,
+                    max_diameter_mm=float(max_d),
+                    long_axis_mm=long_ax,
+                    short_axis_mm=short_ax,
+                    surface_area_mm2=area,
+                    sphericity=float(sphericity),
+                    mean=stats[0],
+                    std=stats[1],
+                    min=stats[2],
+                    max=stats[3],
+                    median=stats[4],
+                    centroid_ras_mm=tuple(float(x) for x in centroid_ras),  # type: ignore[arg-type]
+                    centroid_voxel=tuple(float(x) for x in centroid_vox),  # type: ignore[arg-type]
+                    bbox_min_voxel=tuple(int(x) for x in lo),  # type: ignore[arg-type]
+                    bbox_max_voxel=tuple(int(x) + m - 1 for x, m in zip(lo, mask.shape)),  # type: ignore[arg-type]
+                    confidence=conf,
+                    tta_agreement=agree,
+                )
+            )
+    return results
+
+
+def label_totals(lesions: Sequence[LesionMeasurement]) -> list[dict[str, Any]]:
+    """Per label value: lesion count, total voxels and mL, largest diameter, volume-weighted means."""
+    out: list[dict[str, Any]] = []
+    for value in sorted({les.label for les in lesions}):
+        group = [les for les in lesions if les.label == value]
+        vox = sum(les.voxel_count for les in group)
+
+        def weighted(attr: str) -> float | None:
+            vals = [(getattr(les, attr), les.voxel_count) for les in group if getattr(les, attr) is not None]
+            if not vals or any(not math.isfinite(v) for v, _ in vals):
+                return None
+            return float(sum(v * w for v, w in vals) / max(1, sum(w for _, w in vals)))
+
+        out.append(
+            {
+                "label": value,
+                "label_name": group[0].label_name,
+                "n_lesions": len(group),
+                "voxel_count": vox,
+                "volume_ml": float(sum(les.volume_ml for les in group)),
+                "largest_lesion_ml": float(max(les.volume_ml for les in group)),
+                "max_diameter_mm": float(max(les.max_diameter_mm for les in group)),
+                "mean": weighted("mean"),
+                "confidence": weighted("confidence"),
+                "tta_agreement": weighted("tta_agreement"),
+            }
+        )
+    return out

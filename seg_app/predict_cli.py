@@ -1,0 +1,270 @@
+"""``seg-app predict``: segment scans headless and write masks + measurements.
+
+    seg-app predict INPUT... [--model CKPT] [--out DIR] [--device auto|cpu|cuda] [--tta]
+                    [--series UID] [--format nifti,json,csv] [--verbose]
+
+For each input (NIfTI file, DICOM file or DICOM folder) it writes, into ``--out``:
+``<name>_labels.nii.gz``, ``<name>_measurements.json`` and ``<name>_measurements.csv``. All files of
+one scan are first written under temporary names and only renamed once every one of them succeeded, so
+a failing scan leaves nothing behind. Exit status: 0 when every scan succeeded, 1 when any failed,
+2 for a bad command line or an unusable model.
+
+Output formats are a registry (:data:`FORMATS`): adding one (e.g. DICOM SEG) is one writer function
+and one entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seg_app import DISCLAIMER, __version__
+
+
+@dataclass
+class ScanOutputs:
+    """What a format writer gets: one segmented scan and its measurements."""
+
+    name: str
+    source: str
+    volume: Any  # Volume
+    result: Any  # SegmentationResult
+    lesions: list
+    totals: list
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: A writer puts one file for ``outputs`` at ``path`` (a temporary name with the final suffix).
+Writer = Callable[[ScanOutputs, Path], None]
+
+
+def _write_nifti(o: ScanOutputs, path: Path) -> None:
+    from seg_app.core.io import save_labels
+
+    save_labels(o.result.labels, o.volume, path)
+
+
+def _write_json(o: ScanOutputs, path: Path) -> None:
+    from seg_app.core.export import save_measurements_json
+
+    save_measurements_json(path, o.lesions, o.totals, extra=o.extra)
+
+
+def _write_csv(o: ScanOutputs, path: Path) -> None:
+    from seg_app.core.export import save_measurements_csv
+
+    save_measurements_csv(path, o.lesions)
+
+
+#: format name -> (file name suffix after ``<name>``, writer). ``seg`` (DICOM SEG) plugs in here:
+#: ``FORMATS["seg"] = ("_seg.dcm", _write_dicom_seg)`` with a writer calling ``seg_app.core.dicom_seg``.
+FORMATS: dict[str, tuple[str, Writer]] = {
+    "nifti": ("_labels.nii.gz", _write_nifti),
+    "json": ("_measurements.json", _write_json),
+    "csv": ("_measurements.csv", _write_csv),
+}
+DEFAULT_FORMATS = "nifti,json,csv"
+
+
+def _formats(text: str) -> list[str]:
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in FORMATS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="seg-app predict",
+        description=f"Segment scans headless and write label masks and lesion measurements. {DISCLAIMER}",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI file, DICOM file or DICOM folder")
+    p.add_argument("--model", help="model checkpoint (.pt); default: the bundled model")
+    p.add_argument("--out", default=".", help="output folder (created if missing; default: current folder)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the network runs")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (flips; 4x slower, adds agreement)")
+    p.add_argument("--series", help="SeriesInstanceUID to use when a folder holds several series")
+    p.add_argument(
+        "--format", type=_formats, default=_formats(DEFAULT_FORMATS),
+        help=f"comma-separated outputs from {', '.join(FORMATS)} (default: {DEFAULT_FORMATS})",
+    )
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"], help=argparse.SUPPRESS)
+    p.add_argument("--verbose", action="store_true", help="print tracebacks and details")
+    return p
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a scan name (series descriptions may contain anything)."""
+    out = re.sub(r"[^A-Za-z0-9._+-]+", "_", name.strip()).strip("._")
+    return out or "scan"
+
+
+def _error(source: str, exc: BaseException, verbose: bool, prefix: str = "") -> None:
+    """One line on stderr (plus the traceback with ``--verbose``)."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(exc)
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"error: {source}: {prefix}{msg}", file=sys.stderr)
+
+
+def _extra(source: str, volume: Any, result: Any, model_path: str, tta: bool) -> dict[str, Any]:
+    spec = result.spec
+    return {
+        "app": {"name": "seg-app", "version": __version__, "disclaimer": DISCLAIMER},
+        "model": {
+            "name": spec.name,
+            "version": spec.version,
+            "network": spec.network.name,
+            "path": model_path,
+            "labels": {str(lab.value): lab.name for lab in spec.labels},
+        },
+        "source": {
+            "path": source,
+            "name": volume.name,
+            "modality": volume.modality,
+            "series_uid": volume.series_uid,
+            "series_description": volume.series_description,
+            "shape": list(volume.shape),
+            "spacing_mm": list(volume.spacing),
+            "orientation": volume.orientation,
+            "affine": [list(map(float, row)) for row in volume.affine],
+        },
+        "segmentation": {"device": result.device, "seconds": round(result.seconds, 3), "tta": tta},
+        "warnings": list(volume.warnings) + list(result.warnings),
+    }
+
+
+def _commit(staged: list[tuple[Path, Path]]) -> None:
+    for tmp, final in staged:
+        os.replace(tmp, final)
+
+
+def _discard(staged: list[tuple[Path, Path]]) -> None:
+    for tmp, _ in staged:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def predict_one(
+    source: str, segmenter: Any, out_dir: Path, formats: Sequence[str], series: str | None, used_names: set[str],
+    model_path: str, verbose: bool,
+) -> str:
+    """Segment one input and write its outputs (all or nothing); returns the summary line."""
+    from tqdm import tqdm
+
+    from seg_app.core.io import load_scan
+    from seg_app.core.measure import label_totals, measure_lesions
+
+    volume = load_scan(source, series_uid=series)
+    base = safe_name(volume.name)
+    name, n = base, 2
+    while name in used_names:
+        name, n = f"{base}_{n}", n + 1
+    bar = tqdm(total=0, desc=name, unit="win", leave=False, disable=None, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        result = segmenter.segment(volume, progress=progress)
+    finally:
+        bar.close()
+    spec = result.spec
+    lesions = measure_lesions(
+        result.labels, image=volume, probabilities=result.probabilities, agreement=result.agreement,
+        label_names={lab.value: lab.name for lab in spec.labels},
+    )
+    totals = label_totals(lesions)
+    outputs = ScanOutputs(name, source, volume, result, lesions, totals, _extra(source, volume, result, model_path, segmenter.tta))
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for fmt in formats:
+            suffix, writer = FORMATS[fmt]
+            final = out_dir / f"{name}{suffix}"
+            tmp = out_dir / f".{name}{suffix}.partial-{os.getpid()}{_ext(suffix)}"
+            staged.append((tmp, final))
+            writer(outputs, tmp)
+        _commit(staged)
+    except BaseException:
+        _discard(staged)
+        raise
+    used_names.add(name)
+    vol = sum(t["volume_ml"] for t in totals)
+    per_label = ", ".join(f"{t['label_name']} {t['n_lesions']}x {t['volume_ml']:.2f} mL" for t in totals) or "none"
+    warn = f" [{len(outputs.extra['warnings'])} warning(s)]" if outputs.extra["warnings"] else ""
+    return (
+        f"{name}: {len(lesions)} lesion(s), {vol:.2f} mL ({per_label}), {result.seconds:.1f} s on {result.device}"
+        f" -> {out_dir / name}_*{warn}"
+    )
+
+
+def _ext(suffix: str) -> str:
+    """Keep the real extension at the end of temporary names (writers pick the format from it)."""
+    low = suffix.lower()
+    for ext in (".nii.gz", ".nii", ".json", ".csv", ".dcm"):
+        if low.endswith(ext):
+            return ext
+    return ""
+
+
+def predict_command(argv: Sequence[str]) -> int:
+    """Run ``seg-app predict``; returns the exit status (0 ok, 1 some scans failed, 2 unusable setup)."""
+    args = build_parser().parse_args(list(argv))
+    from seg_app.core.errors import MultipleSeriesError, SegAppError
+
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create the output folder {out_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        from seg_app.core.inference import Segmenter
+        from seg_app.core.spec import default_model_path
+
+        segmenter = Segmenter(args.model, device=args.device, tta=args.tta, backend=args.backend)
+    except SegAppError as exc:
+        _error(args.model or "model", exc, args.verbose)
+        return 2
+    model_path = str(args.model or default_model_path())
+    failed = 0
+    used: set[str] = set()
+    t0 = time.perf_counter()
+    for source in args.inputs:
+        try:
+            print(predict_one(source, segmenter, out_dir, args.format, args.series, used, model_path, args.verbose), flush=True)
+        except MultipleSeriesError as exc:
+            failed += 1
+            _error(source, exc, args.verbose)
+            for s in exc.series:
+                print(f"  {s.summary()}", file=sys.stderr)
+            print("  choose one with --series UID", file=sys.stderr)
+        except SegAppError as exc:
+            failed += 1
+            _error(source, exc, args.verbose)
+        except KeyboardInterrupt:
+            print(f"error: {source}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - one line per scan, the others still run
+            failed += 1
+            _error(source, exc, args.verbose, prefix=f"unexpected {type(exc).__name__}: ")
+    if len(args.inputs) > 1:
+        print(f"{len(args.inputs) - failed} of {len(args.inputs)} scan(s) done in {time.perf_counter() - t0:.1f} s", flush=True)
+    return 1 if failed else 0
