@@ -539,6 +539,8 @@ def _choose_series(scan: FolderScan, where: Path, series_uid: str | None) -> str
         raise NoImageSeriesError(
             f"{where} holds no image series with UID {series_uid} (image series found: {listing})."
         )
+    if not uids and scan.n_files == 0:
+        raise NoImageSeriesError(f"The folder {where} holds no files.")
     if not uids:
         extra = f"; {len(scan.unreadable)} file(s) looked like DICOM but could not be read" if scan.unreadable else ""
         raise NoImageSeriesError(
@@ -575,7 +577,9 @@ def load_dicom(path: str | os.PathLike[str], series_uid: str | None = None) -> V
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
             except Exception as exc:  # noqa: BLE001
-                raise CorruptScanError(f"{path} is neither a DICOM nor a NIfTI file.") from exc
+                raise CorruptScanError(
+                    f"{path} is not a DICOM file (NIfTI files must be named .nii or .nii.gz)."
+                ) from exc
             sop = getattr(ds.get("SOPClassUID"), "name", "") or str(ds.get("SOPClassUID", "unknown"))
             raise UnsupportedScanError(f"The DICOM file {path} is not an image ({sop}).")
         series_uid = series_uid or h.series_uid

@@ -85,9 +85,7 @@ def load_scan(path: str | os.PathLike[str], series_uid: str | None = None) -> Vo
     if p.is_file():
         if p.stat().st_size == 0:
             raise EmptyScanError(f"The file {p} is empty (0 bytes).")
-        if nifti_io.is_nifti_path(p) or (
-            dicom_io.read_header(p) is None and nifti_io.looks_like_nifti(p)
-        ):
+        if nifti_io.is_nifti_path(p):
             volume = nifti_io.load_nifti(p)
         else:
             volume = dicom_io.load_dicom(p, series_uid)

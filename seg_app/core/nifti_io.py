@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -26,18 +24,6 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 def is_nifti_path(path: str | os.PathLike[str]) -> bool:
     """True when the file name ends in ``.nii`` or ``.nii.gz`` (any case)."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def looks_like_nifti(path: str | os.PathLike[str]) -> bool:
-    """Sniff the content: an (optionally gzipped) NIfTI-1/2 header magic."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-            fh.seek(0)
-            raw = gzip.GzipFile(fileobj=fh).read(548) if head == b"\x1f\x8b" else fh.read(548)
-    except (OSError, EOFError, zlib.error):
-        return False
-    return raw[344:347] in (b"n+1", b"ni1") or raw[4:7] == b"n+2"
 
 
 def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[tuple[int, int, int], int]:
@@ -98,7 +84,10 @@ def load_nifti(path: str | os.PathLike[str]) -> Volume:
     try:
         img = nib.load(path)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
-        raise CorruptScanError(f"The file {path} is not a valid NIfTI image ({exc}).") from exc
+        raise CorruptScanError(
+            f"The file {path} is not a valid NIfTI image: its header cannot be read (the file is "
+            "truncated, corrupt or of another type)."
+        ) from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise CorruptScanError(f"The file {path} is not a valid NIfTI image.")
     spatial, n_c = _spatial_shape(path, img.shape)
