@@ -1,0 +1,126 @@
+"""Dialogs: DICOM series picker, model card, About."""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+from PySide6 import __version__ as pyside_version
+from PySide6.QtCore import Qt, qVersion
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QDialogButtonBox,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from seg_app import DISCLAIMER, __version__
+from seg_app.core.volume import SeriesInfo
+
+
+class SeriesPickerDialog(QDialog):
+    """Choose one of several DICOM series found in a folder (double-click or OK)."""
+
+    COLUMNS = ("#", "Description", "Modality", "Slices", "Size", "Spacing (mm)")
+
+    def __init__(self, series: list[SeriesInfo], folder: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Choose a series")
+        self.series = list(series)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(f"{folder or 'This folder'} holds {len(series)} image series. Choose one to open:"))
+        self.table = QTableWidget(len(series), len(self.COLUMNS), self)
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        for row, s in enumerate(series):
+            values = (
+                "-" if s.series_number is None else str(s.series_number),
+                s.description or "(no description)",
+                s.modality,
+                str(s.n_slices),
+                f"{s.columns} x {s.rows}",
+                " x ".join(f"{v:.3g}" for v in s.spacing),
+            )
+            for col, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                item.setToolTip(s.summary())
+                self.table.setItem(row, col, item)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.resizeColumnsToContents()
+        if series:
+            # default: the series with the most slices (usually the diagnostic one)
+            best = max(range(len(series)), key=lambda r: series[r].n_slices)
+            self.table.selectRow(best)
+        self.table.doubleClicked.connect(self.accept)
+        layout.addWidget(self.table)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.resize(720, 300)
+
+    def selected_series(self) -> SeriesInfo | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.series[rows[0].row()] if rows else None
+
+
+class TextDialog(QDialog):
+    """A read-only, selectable text (model card, About)."""
+
+    def __init__(self, title: str, header: str, text: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        layout = QVBoxLayout(self)
+        label = QLabel(header)
+        label.setWordWrap(True)
+        label.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(label)
+        self.text = QPlainTextEdit(text)
+        self.text.setReadOnly(True)
+        layout.addWidget(self.text)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        buttons.accepted.connect(self.accept)
+        layout.addWidget(buttons)
+        self.resize(640, 420)
+
+
+def model_card_dialog(card: str, parent: QWidget | None = None) -> TextDialog:
+    return TextDialog("Model card", "<b>Model card</b> (from the checkpoint's own description)", card, parent)
+
+
+def versions_text() -> str:
+    lines = [
+        f"seg-app {__version__}",
+        f"Python {platform.python_version()} ({sys.platform})",
+        f"PySide6 {pyside_version}, Qt {qVersion()}",
+    ]
+    for mod in ("numpy", "torch", "monai", "nibabel", "pydicom"):
+        m = sys.modules.get(mod)
+        if m is None:
+            try:
+                m = __import__(mod)
+            except ImportError:
+                continue
+        lines.append(f"{mod} {getattr(m, '__version__', '?')}")
+    return "\n".join(lines)
+
+
+def about_dialog(card: str | None, parent: QWidget | None = None) -> TextDialog:
+    header = (
+        f"<h3>seg-app {__version__}</h3>"
+        f"<p><b>{DISCLAIMER}</b></p>"
+        "<p>Tumour segmentation workstation: open a scan, segment it, check and correct the mask, "
+        "export mask and measurements.</p>"
+    )
+    text = "Versions\n" + versions_text() + "\n\nModel\n" + (card or "No model loaded.")
+    return TextDialog("About seg-app", header, text, parent)

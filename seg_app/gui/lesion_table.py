@@ -1,0 +1,185 @@
+"""Lesion table dock widget: one row per lesion, sortable, with per-label totals rows pinned at the bottom."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableView, QVBoxLayout, QWidget
+
+#: (header, LesionMeasurement / totals attribute, decimals)
+COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("Label", "label_name", -1),
+    ("#", "lesion_id", 0),
+    ("Volume (mL)", "volume_ml", 2),
+    ("Max diam. (mm)", "max_diameter_mm", 1),
+    ("Long axis (mm)", "long_axis_mm", 1),
+    ("Short axis (mm)", "short_axis_mm", 1),
+    ("Mean", "mean", 1),
+    ("Confidence", "confidence", 2),
+)
+
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+TOTALS_ROLE = Qt.ItemDataRole.UserRole + 2
+
+
+def _fmt(value: Any, decimals: int) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.{max(decimals, 0)}f}"
+    return str(value)
+
+
+class LesionTableModel(QAbstractTableModel):
+    """Rows: lesions (``LesionMeasurement``), then totals (dicts from ``label_totals``)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.lesions: list = []
+        self.totals: list[dict] = []
+        self.colors: dict[int, tuple[int, int, int]] = {}
+        self.intensity_unit = ""
+
+    def set_data(self, lesions: list, totals: list[dict], colors: dict[int, tuple[int, int, int]] | None = None) -> None:
+        self.beginResetModel()
+        self.lesions = list(lesions)
+        self.totals = list(totals)
+        if colors is not None:
+            self.colors = dict(colors)
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.lesions) + len(self.totals)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            name = COLUMNS[section][0]
+            if name == "Mean" and self.intensity_unit:
+                name = f"Mean ({self.intensity_unit})"
+            return name
+        return None
+
+    def row_object(self, row: int) -> tuple[bool, Any]:
+        """(is_totals, LesionMeasurement or totals dict)."""
+        if row < len(self.lesions):
+            return False, self.lesions[row]
+        return True, self.totals[row - len(self.lesions)]
+
+    def _value(self, row: int, col: int) -> Any:
+        is_total, obj = self.row_object(row)
+        attr = COLUMNS[col][1]
+        if is_total:
+            if attr == "label_name":
+                return f"Total {obj.get('label_name', '')}"
+            if attr == "lesion_id":
+                return f"{obj.get('n_lesions', 0)} lesion(s)"
+            if attr in ("long_axis_mm", "short_axis_mm"):
+                return None
+            return obj.get(attr)
+        return getattr(obj, attr, None)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        row, col = index.row(), index.column()
+        is_total, obj = self.row_object(row)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return _fmt(self._value(row, col), COLUMNS[col][2])
+        if role == SORT_ROLE:
+            v = self._value(row, col)
+            if isinstance(v, float) and not math.isfinite(v):
+                return -math.inf
+            return -math.inf if v is None else v
+        if role == TOTALS_ROLE:
+            return is_total
+        if role == Qt.ItemDataRole.TextAlignmentRole and col > 0:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.FontRole and is_total:
+            f = QFont()
+            f.setBold(True)
+            return f
+        if role == Qt.ItemDataRole.DecorationRole and col == 0:
+            label = obj.get("label") if is_total else obj.label
+            c = self.colors.get(int(label)) if label is not None else None
+            return QColor(*c) if c else None
+        if role == Qt.ItemDataRole.BackgroundRole and is_total:
+            return QBrush(QColor(0, 0, 0, 28))
+        return None
+
+
+class _TotalsLastProxy(QSortFilterProxyModel):
+    """Sorts lesion rows by the column's numeric value; totals rows stay at the bottom either way."""
+
+    def lessThan(self, left: QModelIndex | QPersistentModelIndex, right: QModelIndex | QPersistentModelIndex) -> bool:
+        lt = bool(left.data(TOTALS_ROLE))
+        rt = bool(right.data(TOTALS_ROLE))
+        ascending = self.sortOrder() == Qt.SortOrder.AscendingOrder
+        if lt != rt:
+            return rt if ascending else lt
+        a, b = left.data(SORT_ROLE), right.data(SORT_ROLE)
+        try:
+            return a < b
+        except TypeError:
+            return str(a) < str(b)
+
+
+class LesionTable(QWidget):
+    """Table of lesions. Emits ``lesion_activated(LesionMeasurement)`` when a lesion row is clicked."""
+
+    lesion_activated = Signal(object)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.model = LesionTableModel(self)
+        self.proxy = _TotalsLastProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.view = QTableView(self)
+        self.view.setModel(self.proxy)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view.verticalHeader().setVisible(False)
+        self.view.verticalHeader().setDefaultSectionSize(22)
+        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.view.clicked.connect(self._clicked)
+        self.status = QLabel("No segmentation yet.")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.view)
+        layout.addWidget(self.status)
+
+    def set_lesions(self, lesions: list, totals: list[dict], colors: dict | None = None, unit: str = "") -> None:
+        self.model.intensity_unit = unit
+        self.model.set_data(lesions, totals, colors)
+        n = len(lesions)
+        if n == 0:
+            self.status.setText("No lesions in the mask.")
+        else:
+            total_ml = sum(t.get("volume_ml", 0.0) for t in totals)
+            self.status.setText(f"{n} lesion(s), {total_ml:.2f} mL in total. Click a row to jump to it.")
+
+    def clear(self, message: str = "No segmentation yet.") -> None:
+        self.model.set_data([], [])
+        self.status.setText(message)
+
+    def set_busy(self, busy: bool) -> None:
+        if busy:
+            self.status.setText("Updating measurements...")
+
+    def _clicked(self, proxy_index: QModelIndex) -> None:
+        row = self.proxy.mapToSource(proxy_index).row()
+        is_total, obj = self.model.row_object(row)
+        if not is_total:
+            self.lesion_activated.emit(obj)

@@ -1,0 +1,347 @@
+"""One 2D view (axial, coronal or sagittal) of the display-oriented volume with overlays and crosshair.
+
+Rendering: the plane is cut from the display array (a numpy view), windowed and composited with the
+label / heat-map overlays in numpy (:mod:`seg_app.gui.render`) and wrapped in a ``QImage`` without a
+copy; Qt scales it with nearest-neighbour sampling to the physical aspect ratio (pixel size from the
+voxel spacing).
+
+Mouse: left click/drag moves the crosshair (or paints with the brush tools); wheel changes slice;
+Ctrl+wheel zooms about the mouse; middle-drag pans; right-drag changes window (horizontal) and level
+(vertical); double-click maximises the view. Keys: Up/Right and Down/Left step one slice, PageUp/PageDown
+ten slices, Home resets zoom and pan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from seg_app.gui import render
+from seg_app.gui.viewer_state import (
+    VIEW_AXES,
+    VIEW_EDGE_LABELS,
+    ViewerState,
+    display_to_screen,
+    plane_shape,
+    screen_to_display,
+    view_plane,
+)
+
+
+@dataclass
+class ViewData:
+    """Arrays the views show, all display-oriented ``(X, Y, Z)`` views of the source grids."""
+
+    image: np.ndarray | None = None  # current channel
+    labels: np.ndarray | None = None
+    probability: np.ndarray | None = None
+    lut_rgb: np.ndarray | None = None
+    lut_visible: np.ndarray | None = None
+    labels_version: int = 0  # bump after every edit so cached frames are redrawn
+
+
+CROSSHAIR_COLOR = QColor(80, 200, 255, 170)
+TEXT_COLOR = QColor(255, 230, 120)
+
+
+class SliceView(QWidget):
+    """A view of one plane. Signals carry display voxel indices (``np.ndarray`` of 3 floats).
+
+    Signals:
+        hovered(object): display ijk under the mouse, or None when outside the image.
+        stroke(str, object): brush phases "begin" / "move" / "end" with display ijk (tools paint/erase).
+        maximize_requested(): double-click.
+    """
+
+    hovered = Signal(object)
+    stroke = Signal(str, object)
+    maximize_requested = Signal()
+
+    def __init__(self, name: str, state: ViewerState, data: ViewData, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        assert name in VIEW_AXES
+        self.name = name
+        self.state = state
+        self.data = data
+        self.zoom = 1.0
+        self.pan = QPointF(0.0, 0.0)
+        self.tool = "navigate"  # "navigate" | "paint" | "erase"
+        self.brush_radius_mm = 5.0
+        self.oblique_note = ""
+        self._drag: str | None = None
+        self._last_pos = QPointF()
+        self._mouse_pos: QPointF | None = None
+        self._cache_key: tuple | None = None
+        self._cache_rgb: np.ndarray | None = None
+        self._cache_img: QImage | None = None
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumSize(120, 120)
+        self.setAutoFillBackground(False)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+
+    # ---- geometry --------------------------------------------------------------------
+    @property
+    def normal(self) -> int:
+        return VIEW_AXES[self.name][0]
+
+    def _plane_spacing(self) -> tuple[float, float]:
+        """(row spacing, column spacing) in mm."""
+        g = self.state.geometry
+        _n, h, _fh, v, _fv = VIEW_AXES[self.name]
+        sp = g.spacing if g is not None else (1.0, 1.0, 1.0)
+        return sp[v], sp[h]
+
+    def image_rect(self) -> QRectF:
+        """Where the plane is drawn, in widget coordinates (physical aspect ratio)."""
+        g = self.state.geometry
+        if g is None:
+            return QRectF()
+        rows, cols = plane_shape(g.shape, self.name)
+        sv, sh = self._plane_spacing()
+        w_mm, h_mm = cols * sh, rows * sv
+        margin = 4.0
+        fit = min((self.width() - 2 * margin) / w_mm, (self.height() - 2 * margin) / h_mm)
+        ppm = max(fit, 1e-6) * self.zoom
+        w, h = w_mm * ppm, h_mm * ppm
+        return QRectF((self.width() - w) / 2 + self.pan.x(), (self.height() - h) / 2 + self.pan.y(), w, h)
+
+    def pixels_per_mm(self) -> float:
+        g = self.state.geometry
+        if g is None:
+            return 1.0
+        _rows, cols = plane_shape(g.shape, self.name)
+        return self.image_rect().width() / (cols * self._plane_spacing()[1])
+
+    def widget_to_display(self, pos: QPointF) -> np.ndarray | None:
+        """Continuous display ijk under a widget position (None outside the image)."""
+        g = self.state.geometry
+        if g is None:
+            return None
+        rect = self.image_rect()
+        rows, cols = plane_shape(g.shape, self.name)
+        col = (pos.x() - rect.x()) / rect.width() * cols - 0.5
+        row = (pos.y() - rect.y()) / rect.height() * rows - 0.5
+        if not (-0.5 <= col < cols - 0.5 and -0.5 <= row < rows - 0.5):
+            return None
+        return screen_to_display(self.name, g.shape, self.state.cursor[self.normal], row, col)
+
+    def display_to_widget(self, ijk) -> QPointF:
+        g = self.state.geometry
+        rect = self.image_rect()
+        rows, cols = plane_shape(g.shape, self.name)
+        row, col = display_to_screen(self.name, g.shape, ijk)
+        return QPointF(rect.x() + (col + 0.5) / cols * rect.width(), rect.y() + (row + 0.5) / rows * rect.height())
+
+    def reset_view(self) -> None:
+        self.zoom = 1.0
+        self.pan = QPointF(0.0, 0.0)
+        self.update()
+
+    # ---- rendering -------------------------------------------------------------------
+    def render_rgb(self) -> np.ndarray | None:
+        """The current plane as RGB ``(rows, cols, 3) uint8`` (cached until something changes)."""
+        d, s = self.data, self.state
+        if d.image is None or s.geometry is None:
+            return None
+        index = s.cursor[self.normal]
+        ov = s.overlay
+        key = (
+            id(d.image), index, s.window, s.level,
+            id(d.labels) if ov.visible else None, d.labels_version, ov.visible, ov.opacity, ov.outline,
+            id(d.probability) if ov.heatmap else None, ov.heatmap_opacity,
+        )
+        if key == self._cache_key and self._cache_rgb is not None:
+            return self._cache_rgb
+        gray = render.window_to_uint8(view_plane(d.image, self.name, index), s.window, s.level)
+        labels = view_plane(d.labels, self.name, index) if (d.labels is not None and ov.visible) else None
+        prob = (
+            view_plane(d.probability, self.name, index)
+            if (d.probability is not None and ov.heatmap and ov.visible)
+            else None
+        )
+        rgb = render.compose_rgb(
+            gray, labels, d.lut_rgb, d.lut_visible, ov.opacity, ov.outline, prob, ov.heatmap_opacity
+        )
+        self._cache_key = key
+        self._cache_rgb = rgb
+        h, w = rgb.shape[:2]
+        self._cache_img = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        return rgb
+
+    def frame_image(self) -> QImage | None:
+        if self.render_rgb() is None:
+            return None
+        return self._cache_img
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        p.fillRect(self.rect(), Qt.GlobalColor.black)
+        img = self.frame_image()
+        if img is None:
+            p.setPen(QColor(150, 150, 150))
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, f"{self.name.capitalize()}\n\nOpen a scan (File > Open) or drop it here")
+            p.end()
+            return
+        rect = self.image_rect()
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        p.drawImage(rect, img, QRectF(0, 0, img.width(), img.height()))
+        self._paint_crosshair(p, rect)
+        self._paint_labels(p)
+        if self.tool in ("paint", "erase") and self._mouse_pos is not None:
+            r = self.brush_radius_mm * self.pixels_per_mm()
+            p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+            p.setPen(QPen(QColor(255, 255, 255, 200) if self.tool == "paint" else QColor(255, 120, 120, 220), 1.2))
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawEllipse(self._mouse_pos, r, r)
+        if self.hasFocus():
+            p.setPen(QPen(QColor(80, 200, 255, 120), 2))
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawRect(self.rect().adjusted(1, 1, -1, -1))
+        p.end()
+
+    def _paint_crosshair(self, p: QPainter, rect: QRectF) -> None:
+        c = self.display_to_widget(self.state.cursor)
+        p.setPen(QPen(CROSSHAIR_COLOR, 1))
+        gap = 6.0
+        left, right = max(rect.left(), 0.0), min(rect.right(), float(self.width()))
+        top, bottom = max(rect.top(), 0.0), min(rect.bottom(), float(self.height()))
+        p.drawLine(QPointF(left, c.y()), QPointF(c.x() - gap, c.y()))
+        p.drawLine(QPointF(c.x() + gap, c.y()), QPointF(right, c.y()))
+        p.drawLine(QPointF(c.x(), top), QPointF(c.x(), c.y() - gap))
+        p.drawLine(QPointF(c.x(), c.y() + gap), QPointF(c.x(), bottom))
+
+    def _paint_labels(self, p: QPainter) -> None:
+        g = self.state.geometry
+        font = QFont(self.font())
+        font.setPointSizeF(max(9.0, font.pointSizeF()))
+        font.setBold(True)
+        p.setFont(font)
+        p.setPen(TEXT_COLOR)
+        left, right, top, bottom = VIEW_EDGE_LABELS[self.name]
+        w, h = self.width(), self.height()
+        m = 6
+        p.drawText(QRectF(m, 0, 30, h), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, left)
+        p.drawText(QRectF(w - 30 - m, 0, 30, h), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, right)
+        p.drawText(QRectF(0, m, w, 20), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, top)
+        p.drawText(QRectF(0, h - 20 - m, w, 20), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom, bottom)
+        font.setBold(False)
+        p.setFont(font)
+        p.setPen(QColor(220, 220, 220))
+        n = g.shape[self.normal]
+        idx = self.state.cursor[self.normal]
+        text = f"{self.name.capitalize()}  {idx + 1}/{n}"
+        if self.zoom != 1.0:
+            text += f"  x{self.zoom:.2g}"
+        p.drawText(QRectF(m, m, w / 2, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, text)
+        if self.name == "axial":
+            wl = f"W {self.state.window:.0f}  L {self.state.level:.0f}"
+            p.drawText(QRectF(m, h - 20 - m, w / 2, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom, wl)
+        if self.oblique_note:
+            p.setPen(QColor(255, 170, 60))
+            p.drawText(QRectF(w / 2, m, w / 2 - m, 20), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, self.oblique_note)
+
+    # ---- interaction -----------------------------------------------------------------
+    def _set_cursor_from(self, pos: QPointF) -> None:
+        ijk = self.widget_to_display(pos)
+        if ijk is not None:
+            self.state.set_cursor(ijk)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        self.setFocus()
+        pos = event.position()
+        self._last_pos = pos
+        btn = event.button()
+        if btn == Qt.MouseButton.LeftButton:
+            if self.tool in ("paint", "erase") and not (event.modifiers() & Qt.KeyboardModifier.ShiftModifier):
+                ijk = self.widget_to_display(pos)
+                if ijk is not None:
+                    self._drag = "paint"
+                    self.stroke.emit("begin", ijk)
+            else:
+                self._drag = "cursor"
+                self._set_cursor_from(pos)
+        elif btn == Qt.MouseButton.MiddleButton:
+            self._drag = "pan"
+        elif btn == Qt.MouseButton.RightButton:
+            self._drag = "window"
+        event.accept()
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        pos = event.position()
+        self._mouse_pos = pos
+        delta = pos - self._last_pos
+        self._last_pos = pos
+        ijk = self.widget_to_display(pos)
+        if self._drag == "cursor":
+            self._set_cursor_from(pos)
+        elif self._drag == "paint":
+            if ijk is not None:
+                self.stroke.emit("move", ijk)
+        elif self._drag == "pan":
+            self.pan += delta
+        elif self._drag == "window":
+            s = self.state
+            step = max(s.window, 1.0) * 0.005
+            s.set_window(max(1e-3, s.window + delta.x() * step), s.level - delta.y() * step)
+        self.hovered.emit(ijk)
+        self.update()
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._drag == "paint":
+            self.stroke.emit("end", self.widget_to_display(event.position()))
+        self._drag = None
+        event.accept()
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.LeftButton and self.tool == "navigate":
+            self.maximize_requested.emit()
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self._mouse_pos = None
+        self.hovered.emit(None)
+        self.update()
+
+    def enterEvent(self, event) -> None:  # noqa: N802
+        self.setFocus()
+
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        steps = event.angleDelta().y() / 120.0
+        if steps == 0:
+            return
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.zoom_about(event.position(), 1.15**steps)
+        else:
+            self.state.step_slice(self.name, int(np.sign(steps) * max(1, round(abs(steps)))))
+        event.accept()
+
+    def zoom_about(self, pos: QPointF, factor: float) -> None:
+        """Zoom by ``factor`` keeping the image point under ``pos`` fixed."""
+        rect = self.image_rect()
+        if rect.width() <= 0:
+            return
+        fx = (pos.x() - rect.x()) / rect.width()
+        fy = (pos.y() - rect.y()) / rect.height()
+        self.zoom = float(min(max(self.zoom * factor, 0.25), 40.0))
+        new = self.image_rect()
+        # shift so the same relative image point lies under the mouse again
+        self.pan += QPointF(pos.x() - (new.x() + fx * new.width()), pos.y() - (new.y() + fy * new.height()))
+        self.update()
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        key = event.key()
+        steps = {
+            Qt.Key.Key_Up: 1, Qt.Key.Key_Right: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_Left: -1,
+            Qt.Key.Key_PageUp: 10, Qt.Key.Key_PageDown: -10,
+        }
+        if key in steps:
+            self.state.step_slice(self.name, steps[key])
+        elif key == Qt.Key.Key_Home:
+            self.reset_view()
+        else:
+            super().keyPressEvent(event)

@@ -1,0 +1,176 @@
+"""Qt-free parts of the GUI: display geometry (radiological convention), rendering, brush editing."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+
+from seg_app.gui import render
+from seg_app.gui.editing import LabelEditor, brush_offsets
+from seg_app.gui.viewer_state import (
+    VIEW_NAMES,
+    DisplayGeometry,
+    ViewerState,
+    auto_window,
+    display_to_screen,
+    plane_shape,
+    screen_to_display,
+    view_plane,
+)
+
+LAS = np.array([[-1.2, 0, 0, 30.0], [0, 1.0, 0, -20.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]])
+# array axes: i -> Superior, j -> Left (x decreasing), k -> Posterior
+PERMUTED = np.array([[0, -0.8, 0, 10.0], [0, 0, -1.5, 5.0], [2.5, 0, 0, -7.0], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("affine", [np.eye(4), LAS, PERMUTED])
+def test_display_geometry_is_canonical_ras_view(affine):
+    shape = (7, 9, 11)
+    g = DisplayGeometry.from_affine(affine, shape)
+    assert not g.oblique
+    # display axes point to R, A, S with positive spacing
+    assert np.all(np.diag(g.affine[:3, :3]) > 0)
+    assert np.allclose(g.affine[:3, :3] - np.diag(np.diag(g.affine[:3, :3])), 0)
+    src = np.arange(np.prod(shape)).reshape(shape)
+    disp = g.view(src)
+    assert disp.shape == g.shape
+    assert np.shares_memory(disp, src)  # a view: brush writes reach the saved labels
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d = tuple(int(rng.integers(0, s)) for s in g.shape)
+        s = g.to_source_index(d)
+        assert disp[d] == src[s]
+        assert g.from_source_index(s) == d
+        # same world point either way
+        assert np.allclose(g.display_to_world(d), affine[:3, :3] @ np.array(s) + affine[:3, 3])
+
+
+def test_oblique_scan_is_flagged():
+    c, s = np.cos(0.3), np.sin(0.3)
+    aff = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    g = DisplayGeometry.from_affine(aff, (5, 5, 5))
+    assert g.oblique
+
+
+def test_radiological_convention():
+    """Axial/coronal: patient right on screen left; axial: anterior up; sagittal: anterior left, superior up."""
+    g = DisplayGeometry.from_affine(LAS, (12, 10, 8))
+    world = lambda view, row, col: g.display_to_world(screen_to_display(view, g.shape, 3, row, col))  # noqa: E731
+    rows, cols = plane_shape(g.shape, "axial")
+    assert world("axial", 0, 0)[0] > world("axial", 0, cols - 1)[0]  # left of screen = patient right (+x)
+    assert world("axial", 0, 0)[1] > world("axial", rows - 1, 0)[1]  # top = anterior (+y)
+    rows, cols = plane_shape(g.shape, "coronal")
+    assert world("coronal", 0, 0)[0] > world("coronal", 0, cols - 1)[0]
+    assert world("coronal", 0, 0)[2] > world("coronal", rows - 1, 0)[2]  # top = superior
+    rows, cols = plane_shape(g.shape, "sagittal")
+    assert world("sagittal", 0, 0)[1] > world("sagittal", 0, cols - 1)[1]  # left = anterior
+    assert world("sagittal", 0, 0)[2] > world("sagittal", rows - 1, 0)[2]
+
+
+def test_view_plane_and_screen_mapping_agree():
+    g = DisplayGeometry.from_affine(PERMUTED, (6, 7, 8))
+    vol = np.arange(np.prod(g.shape)).reshape(g.shape)
+    for view in VIEW_NAMES:
+        plane = view_plane(vol, view, 2)
+        assert plane.shape == plane_shape(g.shape, view)
+        for row, col in [(0, 0), (plane.shape[0] - 1, 1), (2, plane.shape[1] - 1)]:
+            d = screen_to_display(view, g.shape, 2, row, col).astype(int)
+            assert plane[row, col] == vol[tuple(d)]
+            assert display_to_screen(view, g.shape, d) == (row, col)
+
+
+def test_viewer_state_events_and_clamping():
+    st = ViewerState()
+    seen = []
+    st.connect(seen.append)
+    st.set_geometry(DisplayGeometry.from_affine(np.eye(4), (4, 5, 6)))
+    assert st.cursor == (2, 2, 3)
+    st.set_cursor((100, -3, 2.6))
+    assert st.cursor == (3, 0, 3)
+    st.step_slice("axial", 5)
+    assert st.cursor == (3, 0, 5)
+    st.set_window(100, 20)
+    assert seen == ["geometry", "cursor", "cursor", "window"]
+
+
+def test_auto_window_uses_tissue_percentiles():
+    a = np.zeros((20, 20, 20), np.float32)
+    a[5:15, 5:15, 5:15] = np.linspace(100, 200, 1000).reshape(10, 10, 10)
+    w, lvl = auto_window(a)
+    assert 90 < lvl - w / 2 < 110 and 190 < lvl + w / 2 < 201
+
+
+def test_window_and_overlay_rendering():
+    plane = np.linspace(-1000, 1000, 64 * 48, dtype=np.float32).reshape(64, 48)
+    g1 = render.window_to_uint8(plane, 400, 40)
+    g2 = render.window_to_uint8(plane, 2000, 0)
+    assert g1.dtype == np.uint8 and not np.array_equal(g1, g2)
+    assert g2.min() == 0 and g2.max() == 255
+    labels = np.zeros((64, 48), np.uint8)
+    labels[10:30, 10:20] = 1
+    lut, vis = render.label_luts([(1, (255, 0, 0))])
+    rgb = render.compose_rgb(g2, labels, lut, vis, opacity=1.0)
+    assert rgb.flags.c_contiguous and rgb.shape == (64, 48, 3)
+    assert np.all(rgb[15, 15] == (255, 0, 0))
+    assert np.all(rgb[0, 0] == g2[0, 0])
+    outl = render.compose_rgb(g2, labels, lut, vis, opacity=1.0, outline=True)
+    assert np.all(outl[15, 15] == g2[15, 15]) and np.all(outl[10, 15] == (255, 0, 0))
+    prob = np.zeros((64, 48), np.float32)
+    prob[40:50, 5:10] = 0.9
+    heat = render.compose_rgb(g2, None, probability=prob)
+    assert not np.array_equal(heat[45, 7], rgb[45, 7]) and np.array_equal(heat[0, 0], rgb[0, 0])
+
+
+def test_brush_disc_and_sphere_respect_spacing():
+    disc = brush_offsets(3.0, (1.0, 0.5, 2.0), normal=2)
+    assert np.all(disc[:, 2] == 0)
+    assert disc[:, 0].max() == 3 and disc[:, 1].max() == 6
+    sphere = brush_offsets(3.0, (1.0, 0.5, 2.0), normal=None)
+    assert sphere[:, 2].max() == 1 and len(sphere) > len(disc)
+
+
+def test_editor_undo_redo_restores_exactly_with_diffs():
+    rng = np.random.default_rng(0)
+    src = (rng.random((20, 18, 16)) > 0.8).astype(np.uint8)
+    g = DisplayGeometry.from_affine(LAS, src.shape)
+    original = src.copy()
+    ed = LabelEditor(g.view(src), g.spacing)
+    states = [src.copy()]
+    for n in range(25):
+        ed.begin_stroke()
+        ed.line((2 + n % 10, 3, n % 16), (12, 10, n % 16), 2.0, value=(n % 2) + 1, view="axial", sphere=n % 3 == 0)
+        assert ed.end_stroke() is not None
+        states.append(src.copy())
+    # history stores only changed voxels, never a full copy
+    assert all(d.changed.size < src.size for s in ed._undo for d in s.dabs)
+    for n in range(25, 0, -1):
+        assert np.array_equal(src, states[n])
+        assert ed.undo()
+    assert np.array_equal(src, original)
+    assert not ed.undo()
+    for n in range(1, 26):
+        assert ed.redo()
+        assert np.array_equal(src, states[n])
+    # a new stroke clears the redo stack
+    ed.undo()
+    ed.begin_stroke()
+    ed.dab((5, 5, 5), 1.0, 0, "coronal")
+    ed.end_stroke()
+    assert not ed.can_redo
+
+
+def test_erase_and_empty_stroke():
+    src = np.ones((8, 8, 8), np.uint8)
+    g = DisplayGeometry.from_affine(np.eye(4), src.shape)
+    ed = LabelEditor(g.view(src), g.spacing)
+    ed.begin_stroke()
+    ed.dab((4, 4, 4), 1.0, 0, "sagittal")
+    assert src[4, 4, 4] == 0 and src[4, 4, 3] == 0 and src[3, 4, 4] == 1  # disc in the sagittal plane (x fixed)
+    ed.end_stroke()
+    ed.begin_stroke()
+    ed.dab((4, 4, 4), 1.0, 0, "sagittal")  # nothing left to erase
+    assert ed.end_stroke() is None
