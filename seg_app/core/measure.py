@@ -12,8 +12,8 @@ documented in ``docs/MEASUREMENTS.md``; in short:
 * RECIST axes in the array plane whose normal is closest to the patient S axis ("axial"): the long
   axis is the largest in-plane Feret diameter over all slices; the short axis is the longest extent
   perpendicular to it in that same slice;
-* surface area: marching cubes on the cropped, padded mask, vertices mapped through the affine;
-  sphericity ``pi^(1/3) (6V)^(2/3) / A`` with the voxel-count volume.
+* surface area: marching cubes (level 0.5) on the cropped, padded mask after a 0.5-voxel Gaussian
+  smoothing, vertices mapped through the affine; sphericity ``pi^(1/3) (6V)^(2/3) / A`` with the voxel-count volume.
 
 Each component is cropped to its bounding box before anything expensive happens.
 """
@@ -101,7 +101,7 @@ def _boundary_points(mask: np.ndarray, axes: Sequence[int] = (0, 1, 2)) -> np.nd
         lo[a] = slice(None, -1)
         faces = pm[tuple(hi)] != pm[tuple(lo)]  # face between padded index p-1 and p along a
         idx = np.argwhere(faces).astype(np.float64)
-        idx[:, a] -= 1.5  # padded p -> original face at (p - 1) - 0.5
+        idx[:, a] -= 0.5  # faces[p] lies between padded p and p + 1, i.e. original p - 1 and p
         out.append(idx)
     return np.concatenate(out) if out else np.zeros((0, 3))
 
@@ -184,11 +184,20 @@ def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, f
     return float(long_mm), short_mm
 
 
+#: Gaussian pre-smoothing (voxels) of the mask before marching cubes; removes most of the staircase
+#: over-estimate (+10-18 % unsmoothed, +4-9 % at 0.5 on analytic spheres and ellipsoids).
+SURFACE_SMOOTHING_VOXELS = 0.5
+
+
 def _surface_area_mm2(mask: np.ndarray, lin: np.ndarray) -> float:
-    """Marching-cubes surface area of a cropped mask, vertices mapped through the affine."""
+    """Marching-cubes surface area of a cropped, lightly smoothed mask, vertices mapped through the affine."""
     from skimage.measure import marching_cubes, mesh_surface_area
 
-    padded = np.pad(mask, 1).astype(np.float32)
+    padded = np.pad(mask, 2).astype(np.float32)
+    if SURFACE_SMOOTHING_VOXELS > 0:
+        smooth = ndimage.gaussian_filter(padded, SURFACE_SMOOTHING_VOXELS)
+        if smooth.max() > 0.55:  # tiny/thin lesions would vanish: keep them unsmoothed
+            padded = smooth
     verts, faces, _, _ = marching_cubes(padded, level=0.5, allow_degenerate=False)
     return float(mesh_surface_area(verts @ lin.T, faces))
 
