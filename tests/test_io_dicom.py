@@ -340,3 +340,17 @@ def test_list_series_reads_headers_only(tmp_path, monkeypatch):
     assert info.spacing == pytest.approx((0.6, 0.5, 3.0))
     assert len(info.files) == 12 and "cor T2" in info.summary()
 
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_native_fast_path_matches_pydicom_decoder(tmp_path, monkeypatch, syntax, modality):
+    truth = make_volume("oblique", low=-1024, high=3000)
+    write_dicom_series(truth, tmp_path, modality=modality, transfer_syntax=syntax)
+    fast = load_scan(tmp_path)
+    assert all(h.native_pixels for h in dicom_io.scan_folder(tmp_path).series[fast.series_uid])
+    monkeypatch.setattr(dicom_io, "_CACHE", {})
+    monkeypatch.setattr(dicom_io, "_native_pixels", lambda ds, fh: None)
+    slow = load_scan(tmp_path)
+    np.testing.assert_array_equal(fast.array, slow.array)
+    _assert_same_volume(fast, truth)

@@ -32,8 +32,11 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import pixel_array
+from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from seg_app.core.errors import MultipleSeriesError, NoImageSeriesError, ScanLoadError
 from seg_app.core.io import CorruptScanError, ScanTooLargeError, UnsupportedScanError
@@ -63,8 +66,11 @@ _HEADER_TAGS = [
     "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
     "SliceThickness", "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "Rows",
     "Columns", "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
-    "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "BitsStored",
+    "PixelRepresentation",
 ]
+_HEADER_TAG_NUMBERS = [Tag(tag_for_keyword(k)) for k in _HEADER_TAGS]  # ints parse faster
+_NATIVE_LE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
 
 _GEOMETRY_TOL_MM = 1e-3  # positions closer than this along the normal are the same slice
 _TILT_TOL_DEG = 0.05
@@ -104,6 +110,8 @@ class FileHeader:
     slice_thickness: float | None
     spacing_between_slices: float | None
     meta: dict[str, Any] = field(default_factory=dict)
+    # uncompressed little-endian single-frame pixels: (file offset of the value, numpy dtype)
+    native_pixels: tuple[int, str] | None = None
 
 
 @dataclass
@@ -159,7 +167,32 @@ def is_image_dataset(ds: pydicom.Dataset) -> bool:
     return str(ds.get("PhotometricInterpretation", "MONOCHROME2")).startswith("MONOCHROME")
 
 
-def _file_header(path: str, ds: pydicom.Dataset) -> FileHeader:
+def _native_pixels(ds: pydicom.Dataset, fh: Any) -> tuple[int, str] | None:
+    """Where the uncompressed pixels of a single-frame little-endian file start, if that simple.
+
+    ``fh`` is positioned on the Pixel Data tag (``dcmread(..., stop_before_pixels=True)`` rewinds
+    there). Anything unusual returns None and the file is decoded by pydicom instead.
+    """
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    if ts not in _NATIVE_LE or bits not in (8, 16, 32) or int(_float(ds.get("NumberOfFrames"), 1) or 1) != 1:
+        return None
+    start = fh.tell()
+    head = fh.read(12)
+    if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    if ts == ImplicitVRLittleEndian:
+        length, offset = int.from_bytes(head[4:8], "little"), start + 8
+    else:
+        length, offset = int.from_bytes(head[8:12], "little"), start + 12
+    expected = int(ds.Rows) * int(ds.Columns) * bits // 8
+    if length == 0xFFFFFFFF or length < expected:
+        return None
+    kind = "i" if int(ds.get("PixelRepresentation", 0) or 0) == 1 else "u"
+    return offset, f"<{kind}{bits // 8}"
+
+
+def _file_header(path: str, ds: pydicom.Dataset, native: tuple[int, str] | None = None) -> FileHeader:
     rows, cols = int(ds.Rows), int(ds.Columns)
     top_pos = _floats(ds.get("ImagePositionPatient"), 3)
     top_ori = _floats(ds.get("ImageOrientationPatient"), 6)
@@ -172,6 +205,11 @@ def _file_header(path: str, ds: pydicom.Dataset) -> FileHeader:
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
     per_frame_seq = ds.get("PerFrameFunctionalGroupsSequence")
+    if n_frames > 1 and per_frame_seq is not None and len(per_frame_seq) != n_frames:
+        raise CorruptScanError(
+            f"its per-frame header (PerFrameFunctionalGroupsSequence) describes {len(per_frame_seq)} of "
+            f"its {n_frames} frames, so the frame positions are unknown"
+        )
     thickness = _float(ds.get("SliceThickness"))
     between = _float(ds.get("SpacingBetweenSlices"))
 
@@ -224,6 +262,7 @@ def _file_header(path: str, ds: pydicom.Dataset) -> FileHeader:
         slice_thickness=thickness,
         spacing_between_slices=between,
         meta=meta,
+        native_pixels=native,
     )
 
 
@@ -247,10 +286,15 @@ def read_header(path: str | os.PathLike[str]) -> FileHeader | str | None:
         return cached[2]
     result: FileHeader | str | None
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        result = _file_header(path, ds) if is_image_dataset(ds) else None
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_HEADER_TAG_NUMBERS)
+            image = is_image_dataset(ds)
+            native = _native_pixels(ds, fh) if image else None
+        result = _file_header(path, ds, native) if image else None
     except InvalidDicomError:
         result = None
+    except CorruptScanError as exc:  # a readable header that contradicts itself
+        result = str(exc)
     except Exception as exc:  # noqa: BLE001 - any parse failure of a DICOM-looking file
         result = f"{type(exc).__name__}: {exc}"
     with _CACHE_LOCK:
@@ -471,6 +515,14 @@ def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
 # --------------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------------
+def _read_native(path: str, native: tuple[int, str], rows: int, cols: int) -> np.ndarray:
+    offset, dtype = native
+    raw = np.fromfile(path, dtype=dtype, count=rows * cols, offset=offset)
+    if raw.size < rows * cols:
+        raise CorruptScanError(f"The DICOM file {path} is truncated: its pixel data ends early.")
+    return raw.reshape(rows, cols)
+
+
 def _decode(path: str) -> np.ndarray:
     try:
         arr = pixel_array(path)
@@ -487,7 +539,7 @@ def _n_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _read_pixels(geo: SeriesGeometry) -> np.ndarray:
+def _read_pixels(geo: SeriesGeometry, headers: Sequence[FileHeader]) -> np.ndarray:
     """Decode every acquired frame, rescaled, into a (K_acquired, rows, cols) float32 array."""
     frames = geo.frames
     n_cols, n_rows = geo.shape[0], geo.shape[1]
@@ -501,10 +553,12 @@ def _read_pixels(geo: SeriesGeometry) -> np.ndarray:
     by_file: dict[str, list[tuple[int, FrameHeader]]] = defaultdict(list)
     for k, f in enumerate(frames):
         by_file[f.path].append((k, f))
+    native = {h.path: h.native_pixels for h in headers}
 
     def fill(item: tuple[str, list[tuple[int, FrameHeader]]]) -> None:
         path, targets = item
-        raw = _decode(path)
+        fast = native.get(path)
+        raw = _read_native(path, fast, n_rows, n_cols) if fast else _decode(path)
         if raw.ndim == 2:
             raw = raw[None]
         for k, f in targets:
@@ -515,10 +569,10 @@ def _read_pixels(geo: SeriesGeometry) -> np.ndarray:
                     f"header says {n_cols}x{n_rows}."
                 )
             out = buf[k]
-            if f.slope == 1.0 and f.intercept == 0.0:
-                out[...] = src
+            if f.slope == 1.0:
+                np.add(src, np.float32(f.intercept), out=out, casting="unsafe")
             else:
-                np.multiply(src, f.slope, out=out, casting="unsafe")
+                np.multiply(src, np.float32(f.slope), out=out, casting="unsafe")
                 out += np.float32(f.intercept)
 
     items = list(by_file.items())
@@ -592,7 +646,7 @@ def load_dicom(path: str | os.PathLike[str], series_uid: str | None = None) -> V
     headers, n_copies = unique_instances(scan.series[uid], prefer=str(path) if path.is_file() else None)
     geo = plan_geometry([f for h in headers for f in h.frames], headers)
 
-    stack = _read_pixels(geo)  # (K_acq, rows, cols)
+    stack = _read_pixels(geo, headers)  # (K_acq, rows, cols)
     if geo.resample is not None:
         out = np.empty((len(geo.resample), stack.shape[1], stack.shape[2]), dtype=np.float32)
         for m, (lo, w) in enumerate(geo.resample):

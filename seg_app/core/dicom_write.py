@@ -44,11 +44,28 @@ def _fmt_ds(values: Sequence[float]) -> list[str]:
     return out
 
 
+def _value_range(data: np.ndarray) -> tuple[float, float, bool]:
+    """(min, max, all integral) of the finite values, slice by slice to keep memory flat."""
+    if data.dtype.kind in "iub":
+        return float(data.min()), float(data.max()), True
+    lo, hi, integral = np.inf, -np.inf, True
+    for k in range(data.shape[2]):
+        s = data[:, :, k]
+        f = s[np.isfinite(s)]
+        if f.size:
+            lo, hi = min(lo, float(f.min())), max(hi, float(f.max()))
+            integral = integral and bool(np.all(f == np.round(f)))
+    return (lo, hi, integral) if lo <= hi else (0.0, 0.0, True)
+
+
+def _stored(slice_: np.ndarray, pair: Rescale | None) -> np.ndarray:
+    s = slice_.astype(np.float64)
+    return np.round(s if pair is None else (s - pair[1]) / pair[0])
+
+
 def _choose_rescale(data: np.ndarray, modality: str) -> tuple[Rescale, np.dtype]:
     """Pick (slope, intercept) and the stored integer type for ``data``."""
-    finite = data[np.isfinite(data)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    integral = bool(np.all(np.round(finite) == finite))
+    lo, hi, integral = _value_range(data)
     if integral and lo >= -32768 and hi <= 32767:
         if modality == "CT" and lo >= -1024 and hi <= 65535 - 1024:
             return (1.0, -1024.0), np.dtype(np.uint16)  # typical CT storage
@@ -59,10 +76,12 @@ def _choose_rescale(data: np.ndarray, modality: str) -> tuple[Rescale, np.dtype]
     return (slope, lo), np.dtype(np.uint16)
 
 
-def _stored_dtype(stored: np.ndarray) -> np.dtype:
-    if stored.min() >= 0 and stored.max() <= 65535:
+def _stored_dtype(data: np.ndarray, pairs: Sequence[Rescale | None]) -> np.dtype:
+    lo = min(float(_stored(data[:, :, k], p).min()) for k, p in enumerate(pairs))
+    hi = max(float(_stored(data[:, :, k], p).max()) for k, p in enumerate(pairs))
+    if lo >= 0 and hi <= 65535:
         return np.dtype(np.uint16)
-    if stored.min() >= -32768 and stored.max() <= 32767:
+    if lo >= -32768 and hi <= 32767:
         return np.dtype(np.int16)
     raise ValueError("rescaled values do not fit 16-bit storage; choose another rescale")
 
@@ -114,7 +133,7 @@ def write_dicom_series(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
-    data = np.asarray(volume.array[channel], dtype=np.float64)  # (I, J, K)
+    data = np.asarray(volume.array[channel])  # (I, J, K)
     n_i, n_j, n_k = data.shape
     lps = LPS_FROM_RAS @ volume.affine
     col_step, row_step, slice_step, origin = lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3]
@@ -137,13 +156,7 @@ def write_dicom_series(
         if len(pairs) != n_k:
             raise ValueError(f"rescale has {len(pairs)} pairs for {n_k} slices")
 
-    stored_all = []
-    for k in range(n_k):
-        p = pairs[k]
-        s = data[:, :, k] if p is None else (data[:, :, k] - p[1]) / p[0]
-        stored_all.append(np.round(s))
-    stored_stack = np.stack(stored_all, axis=-1)
-    dtype = auto_dtype if rescale == "auto" else _stored_dtype(stored_stack)
+    dtype = auto_dtype if rescale == "auto" else _stored_dtype(data, pairs)
     if modality == "CT" and pairs[0] is None:
         pairs = [(1.0, 0.0)] * n_k  # CT Image module requires rescale attributes
 
@@ -225,7 +238,7 @@ def write_dicom_series(
             ds.RescaleSlope = _fmt_ds([pairs[k][0]])[0]  # type: ignore[index]
             ds.RescaleIntercept = _fmt_ds([pairs[k][1]])[0]  # type: ignore[index]
             ds.RescaleType = "HU" if modality == "CT" else "US"
-        pixels = np.ascontiguousarray(stored_stack[:, :, k].T).astype(dtype)  # (rows=J, cols=I)
+        pixels = np.ascontiguousarray(_stored(data[:, :, k], pairs[k]).T).astype(dtype)  # (rows=J, cols=I)
         ds.PixelData = pixels.tobytes()
         if ts.is_compressed:
             ds.compress(ts, pixels)

@@ -43,7 +43,7 @@ class UnsupportedScanError(ScanLoadError):
 def _replace_non_finite(volume: Volume) -> Volume:
     """Replace NaN/Inf voxels by 0 and add a warning (cheap check first: the sum is finite)."""
     arr = volume.array
-    if arr.dtype.kind != "f" or np.isfinite(np.add.reduce(arr, axis=None, dtype=np.float64)):
+    if arr.dtype.kind != "f" or np.isfinite(np.add.reduce(arr, axis=None)):
         return volume
     bad = ~np.isfinite(arr)
     n_bad = int(bad.sum())

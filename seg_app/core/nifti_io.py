@@ -38,6 +38,10 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[tuple[int, int, 
         )
     if len(shape) < 3:
         shape = shape + (1,) * (3 - len(shape))
+    if any(s <= 0 for s in shape):
+        raise UnsupportedScanError(
+            f"The NIfTI file {path} holds an empty image (dimensions {shape}); there is nothing to load."
+        )
     n_c = shape[3] if len(shape) == 4 else 1
     if n_c > MAX_CHANNELS:
         raise UnsupportedScanError(
@@ -90,6 +94,12 @@ def load_nifti(path: str | os.PathLike[str]) -> Volume:
         ) from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise CorruptScanError(f"The file {path} is not a valid NIfTI image.")
+    dtype = img.header.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        kind = "a colour (RGB) image" if dtype.fields is not None else f"of type {dtype}"
+        raise UnsupportedScanError(
+            f"The NIfTI file {path} is {kind}, not a greyscale scan; convert it to a single-channel image first."
+        )
     spatial, n_c = _spatial_shape(path, img.shape)
     _check_size(path, img, int(np.prod(spatial, dtype=np.int64)) * n_c)
     try:
