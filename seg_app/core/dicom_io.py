@@ -344,10 +344,6 @@ class SeriesGeometry:
     # for resampled series: per output slice (lower acquired index, weight of the upper one)
     resample: list[tuple[int, float]] | None = None
 
-    @property
-    def slice_spacing(self) -> float:
-        return float(np.linalg.norm(self.affine[:3, 2]))
-
 
 def _normalise(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
@@ -395,7 +391,8 @@ def plan_geometry(frames: Sequence[FrameHeader], headers: Sequence[FileHeader]) 
     col_cos = _normalise(np.asarray(f0.orientation[3:]))
     normal = np.cross(row_cos, col_cos)
     dist = np.array([np.dot(f.position, normal) for f in frames])
-    order = np.lexsort((np.array([f.instance_number for f in frames]), dist))
+    # along the normal; images at the same position (within the tolerance) by InstanceNumber
+    order = np.lexsort((np.array([f.instance_number for f in frames]), np.round(dist / _GEOMETRY_TOL_MM)))
     frames = [frames[i] for i in order]
     dist = dist[order]
 
