@@ -30,6 +30,11 @@ from seg_app.core.volume import Volume
 #: Default segment colour (RGB) when neither a spec nor a colour is known.
 _DEFAULT_RGB = (230, 60, 60)
 _TRACKING_RE = re.compile(r"^label (-?\d+)$")
+#: Patient/study attributes the SEG copies from the source (type 2: may be empty, must be present).
+_TYPE2_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)
 #: highdicom's/DICOM's limit on segment labels (LO: 64 characters).
 _LO_MAX = 64
 
@@ -114,6 +119,9 @@ def _read_sources(reference: Volume) -> list:
             raise ExportError(
                 f"Cannot write the DICOM SEG: the source image {src} can no longer be read ({exc})."
             ) from exc
+        for key in _TYPE2_COPIED:  # empty (type 2) values are valid; absent ones make highdicom fail
+            if key not in ds:
+                setattr(ds, key, "")
         seen[src] = ds
         datasets.append(ds)
     return datasets
