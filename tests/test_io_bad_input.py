@@ -157,3 +157,13 @@ def test_single_slice_dicom_loads_as_one_slice(tmp_path):
     np.testing.assert_array_equal(loaded.array, vol.array)
     assert any("single-slice" in w.lower() for w in loaded.warnings)
     assert pydicom.dcmread(p).Rows == 20
+
+
+def test_rgb_and_empty_nifti_unsupported(tmp_path):
+    rgb = np.zeros((8, 8, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((16, 0, 8), np.float32), np.eye(4)), tmp_path / "empty_dim.nii")
+    for name in ("rgb.nii.gz", "empty_dim.nii"):
+        with pytest.raises(UnsupportedScanError) as err:
+            load_scan(tmp_path / name)
+        _one_sentence(err.value, name)
