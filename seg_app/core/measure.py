@@ -106,6 +106,30 @@ def _boundary_points(mask: np.ndarray, axes: Sequence[int] = (0, 1, 2)) -> np.nd
     return np.concatenate(out) if out else np.zeros((0, 3))
 
 
+def _run_end_points(mask: np.ndarray, axes: Sequence[int] = (0, 1, 2)) -> np.ndarray:
+    """Outer face centres of the first and last lesion voxel on every grid line along ``axes``.
+
+    Every boundary face centre lies between two of these on its own grid line, so they have the same
+    convex hull as the whole boundary -- but there are far fewer of them (bounded by the projections).
+    """
+    out = []
+    for a in axes:
+        present = mask.any(axis=a)
+        if not present.any():
+            continue
+        n = mask.shape[a]
+        first = np.argmax(mask, axis=a)
+        last = n - 1 - np.argmax(np.flip(mask, axis=a), axis=a)
+        other = np.argwhere(present)  # (M, 2) indices of the two other axes
+        for ends, shift in ((first[present], -0.5), (last[present], 0.5)):
+            pts = np.empty((len(other), 3), dtype=np.float64)
+            cols = [x for x in range(3) if x != a]
+            pts[:, cols] = other
+            pts[:, a] = ends + shift
+            out.append(pts)
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
 def _hull_vertices(points: np.ndarray) -> np.ndarray:
     """Convex-hull vertices of ``points`` (N, D); all points when the hull is degenerate."""
     if len(points) <= points.shape[1] + 1:
@@ -122,7 +146,7 @@ def _farthest_pair(points: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         return 0.0, np.zeros(points.shape[1]), np.zeros(points.shape[1])
     hv = _hull_vertices(points)
     best, bi, bj = -1.0, 0, 0
-    block = 1024
+    block = max(1, (1 << 21) // len(hv))  # <= 16 MB of distances at a time
     for s in range(0, len(hv), block):
         d = cdist(hv[s : s + block], hv, "sqeuclidean")
         k = int(np.argmax(d))
@@ -152,36 +176,40 @@ def axial_axis(affine: np.ndarray) -> int:
 def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, float]:
     """(long axis, short axis) in mm of a cropped mask, in slices perpendicular to ``axis``."""
     b, c = [x for x in range(3) if x != axis]
-    pts = _boundary_points(mask, axes=(b, c))
+    pts = _run_end_points(mask, axes=(b, c))  # per slice: same 2D hull as the slice's boundary
     if len(pts) == 0:
         return 0.0, 0.0
     q, _ = np.linalg.qr(lin[:, [b, c]])  # orthonormal basis of the slice plane (world)
-    plane2d = (pts[:, [b, c]] @ lin[:, [b, c]].T) @ q  # isometric 2D coordinates in mm
+    to2d = lin[:, [b, c]].T @ q  # (2, 2): in-plane voxel offsets -> isometric 2D mm
+
     slices = np.rint(pts[:, axis]).astype(np.int64)
+    plane2d = pts[:, [b, c]] @ to2d
     order = np.argsort(slices, kind="stable")
     slices, plane2d = slices[order], plane2d[order]
     starts = np.flatnonzero(np.r_[True, slices[1:] != slices[:-1]])
     ends = np.r_[starts[1:], len(slices)]
-    best = (-1.0, None, None, 0, 0)
+    best_len, best_u, best_slice = -1.0, None, 0
     for s, e in zip(starts, ends):
         d, p, r = _farthest_pair(plane2d[s:e])
-        if d > best[0]:
-            best = (d, p, r, s, e)
-    long_mm, p, r, s, e = best
-    if long_mm <= 0 or p is None:
-        return max(long_mm, 0.0), 0.0
-    u = (r - p) / long_mm
-    v = np.array([-u[1], u[0]])
-    pts2 = plane2d[s:e]
-    pu, pv = pts2 @ u, pts2 @ v
+        if d > best_len:
+            best_len, best_slice = d, int(slices[s])
+            best_u = (r - p) / d if d > 0 else None
+    if best_len <= 0 or best_u is None:
+        return max(best_len, 0.0), 0.0
+    # short axis: longest extent perpendicular to the long axis, from that slice's full boundary
+    sl = [slice(None)] * 3
+    sl[axis] = slice(best_slice, best_slice + 1)
+    one = _boundary_points(mask[tuple(sl)], axes=(b, c))
+    pts2 = one[:, [b, c]] @ to2d
+    v = np.array([-best_u[1], best_u[0]])
+    pu, pv = pts2 @ best_u, pts2 @ v
     width = float(max(np.linalg.norm(lin[:, b]), np.linalg.norm(lin[:, c])))
     bins = np.floor((pu - pu.min()) / width).astype(np.int64)
     o = np.argsort(bins, kind="stable")
     bins, pv = bins[o], pv[o]
     bstart = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
     extent = np.maximum.reduceat(pv, bstart) - np.minimum.reduceat(pv, bstart)
-    short_mm = float(min(extent.max(), long_mm))
-    return float(long_mm), short_mm
+    return float(best_len), float(min(extent.max(), best_len))
 
 
 #: Gaussian pre-smoothing (voxels) of the mask before marching cubes; removes most of the staircase
@@ -287,7 +315,7 @@ def measure_lesions(
             idx = np.argwhere(mask)
             centroid_vox = idx.mean(axis=0) + lo
             centroid_ras = labels.voxel_to_world(centroid_vox)
-            bpts = _boundary_points(mask) @ lin.T
+            bpts = _run_end_points(mask) @ lin.T
             max_d, _, _ = _farthest_pair(bpts)
             long_ax, short_ax = _recist_axes(mask, lin, axial)
             area = _surface_area_mm2(mask, lin)
