@@ -31,6 +31,14 @@ RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SHAPE = (16, 16, 8)
 
 
+#: Bit flips (offset, xor) of pydicom's MR_small_RLE.dcm found by the fuzzer: pylibjpeg-rle panics
+#: (a Rust ``PanicException``, which derives from ``BaseException``, not ``Exception``).
+RLE_PANIC_FLIPS = [
+    (2416, 0x08), (2988, 0x08), (3029, 0x80), (3784, 0x20), (4092, 0x08), (5067, 0x40), (5340, 0x80),
+    (5363, 0x20), (5620, 0x40), (6929, 0x01), (7640, 0x08), (7768, 0x40),
+]
+
+
 @dataclass(frozen=True)
 class CorpusCase:
     """One bad/odd input and what the user must get.
@@ -270,6 +278,47 @@ def build_corpus(tmp_dir: str | os.PathLike[str]) -> list[CorpusCase]:
     ds.save_as(paths[1])
     add(CorpusCase("slice_without_pixel_data", hdr_only, "scan", "CorruptScanError",
                    note="names the slice whose pixel data is missing"))
+
+    # ---- regressions found by benchmarks/fuzz_loaders.py ------------------------------------
+    def alone(name: str, edit) -> Path:
+        folder = root / name
+        (p,) = _series(folder, corpus_volume((12, 10, 1)))
+        ds = pydicom.dcmread(p)
+        edit(ds)
+        ds.save_as(p)
+        return p
+
+    add(CorpusCase("dicom_zero_columns", alone("zero_columns", lambda ds: setattr(ds, "Columns", 0)), "scan",
+                   "CorruptScanError", note="'its header says the image is 0x10 pixels'"))
+    add(CorpusCase("dicom_absurd_number_of_frames",
+                   alone("absurd_frames", lambda ds: setattr(ds, "NumberOfFrames", "1000000")), "scan",
+                   "CorruptScanError", note="claims 1,000,000 frames the file cannot hold; refused at once"))
+    add(CorpusCase("dicom_nan_slice_thickness",
+                   alone("nan_thickness", lambda ds: setattr(ds, "SliceThickness", "nan")), "scan", "warning",
+                   warning="Single-slice", note="NaN header numbers count as missing (1 mm assumed)",
+                   predict_ok=True))
+    degenerate = root / "degenerate_orientation"
+    for p in _series(degenerate):
+        ds = pydicom.dcmread(p)
+        ds.ImageOrientationPatient = [1, 0, 0, 1, 0, 0]  # parallel row/column directions
+        ds.save_as(p)
+    add(CorpusCase("dicom_degenerate_orientation", degenerate, "scan", "warning", warning="no patient position",
+                   note="orientation treated as missing: instance-number order, guessed axes, warning",
+                   predict_ok=True))
+    try:
+        from pydicom.data import get_testdata_file
+
+        rle_src = get_testdata_file("MR_small_RLE.dcm")
+    except Exception:  # noqa: BLE001 - pydicom's test files are optional
+        rle_src = None
+    if rle_src:
+        blob = bytearray(Path(rle_src).read_bytes())
+        for off, xor in RLE_PANIC_FLIPS:
+            blob[off] ^= xor
+        (root / "rle_panic").mkdir()
+        (root / "rle_panic" / "slice.dcm").write_bytes(bytes(blob))
+        add(CorpusCase("rle_decoder_panic", root / "rle_panic" / "slice.dcm", "scan", "CorruptScanError",
+                       note="RLE data that makes the Rust decoder panic: cannot be decoded"))
 
     # ---- NIfTI oddities --------------------------------------------------------------------
     sing = np.eye(4)

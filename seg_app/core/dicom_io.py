@@ -36,7 +36,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import pixel_array
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from seg_app.core.errors import MultipleSeriesError, NoImageSeriesError, ScanLoadError
 from seg_app.core.io import CorruptScanError, ScanTooLargeError, UnsupportedScanError
@@ -125,10 +125,12 @@ class FolderScan:
 
 
 def _float(v: Any, default: float | None = None) -> float | None:
+    """A finite float from a DS/IS/number value, else ``default`` (NaN/Inf count as missing)."""
     try:
-        return float(v) if v is not None and v != "" else default
-    except (TypeError, ValueError):
+        out = float(v) if v is not None and v != "" else default
+    except (TypeError, ValueError, OverflowError):
         return default
+    return out if out is None or np.isfinite(out) else default
 
 
 def _floats(v: Any, n: int) -> tuple[float, ...] | None:
@@ -137,6 +139,24 @@ def _floats(v: Any, n: int) -> tuple[float, ...] | None:
     except (TypeError, ValueError):
         return None
     return out if len(out) == n and all(np.isfinite(out)) else None
+
+
+def _orientation(v: Any) -> tuple[float, ...] | None:
+    """ImageOrientationPatient as 6 floats, or None when missing or degenerate (zero/parallel vectors)."""
+    out = _floats(v, 6)
+    if out is None:
+        return None
+    a, b = np.asarray(out[:3]), np.asarray(out[3:])
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na < 1e-3 or nb < 1e-3 or abs(float(a @ b)) / (na * nb) > 0.05:
+        return None
+    return out
+
+
+def _spacing(v: Any) -> tuple[float, float] | None:
+    """PixelSpacing as 2 positive floats, or None."""
+    out = _floats(v, 2)
+    return out if out is not None and min(out) > 0 else None  # type: ignore[return-value]
 
 
 def _group_item(groups: Any, seq: str) -> Any:
@@ -192,11 +212,33 @@ def _native_pixels(ds: pydicom.Dataset, fh: Any) -> tuple[int, str] | None:
     return offset, f"<{kind}{bits // 8}"
 
 
+def _check_frame_count(path: str, ds: pydicom.Dataset, n_frames: int, rows: int, cols: int) -> None:
+    """Refuse a NumberOfFrames the file cannot hold, before making one record per frame."""
+    if n_frames * rows * cols > MAX_VOXELS:
+        raise ScanTooLargeError(
+            f"its header claims {n_frames:,} frames of {cols}x{rows} pixels, more than this app can load"
+        )
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is None or not UID(ts).is_transfer_syntax or UID(ts).is_compressed or UID(ts).is_deflated:
+        return
+    bits = int(_float(ds.get("BitsAllocated"), 0) or 0)
+    spp = int(_float(ds.get("SamplesPerPixel"), 1) or 1)
+    needed = n_frames * rows * cols * spp * bits // 8
+    size = os.path.getsize(path)
+    if needed > size:
+        raise CorruptScanError(
+            f"its header claims {n_frames:,} frames of {cols}x{rows} pixels ({needed:,} bytes) but the "
+            f"file has only {size:,} bytes"
+        )
+
+
 def _file_header(path: str, ds: pydicom.Dataset, native: tuple[int, str] | None = None) -> FileHeader:
     rows, cols = int(ds.Rows), int(ds.Columns)
+    if rows <= 0 or cols <= 0:
+        raise CorruptScanError(f"its header says the image is {cols}x{rows} pixels")
     top_pos = _floats(ds.get("ImagePositionPatient"), 3)
-    top_ori = _floats(ds.get("ImageOrientationPatient"), 6)
-    top_ps = _floats(ds.get("PixelSpacing"), 2)
+    top_ori = _orientation(ds.get("ImageOrientationPatient"))
+    top_ps = _spacing(ds.get("PixelSpacing"))
     top_slope = _float(ds.get("RescaleSlope"), 1.0) or 1.0
     top_inter = _float(ds.get("RescaleIntercept"), 0.0) or 0.0
     inst = int(_float(ds.get("InstanceNumber"), 0) or 0)
@@ -204,6 +246,8 @@ def _file_header(path: str, ds: pydicom.Dataset, native: tuple[int, str] | None 
     n_frames = int(_float(ds.get("NumberOfFrames"), 1) or 1)
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
+    if n_frames > 1:
+        _check_frame_count(path, ds, n_frames, rows, cols)
     per_frame_seq = ds.get("PerFrameFunctionalGroupsSequence")
     if n_frames > 1 and per_frame_seq is not None and len(per_frame_seq) != n_frames:
         raise CorruptScanError(
@@ -218,8 +262,8 @@ def _file_header(path: str, ds: pydicom.Dataset, native: tuple[int, str] | None 
         for f in range(n_frames):
             pf = per_frame_seq[f] if per_frame_seq is not None and f < len(per_frame_seq) else None
             pos = _floats(_frame_attr(pf, shared, "PlanePositionSequence", "ImagePositionPatient"), 3)
-            ori = _floats(_frame_attr(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
-            ps = _floats(_frame_attr(pf, shared, "PixelMeasuresSequence", "PixelSpacing"), 2)
+            ori = _orientation(_frame_attr(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient"))
+            ps = _spacing(_frame_attr(pf, shared, "PixelMeasuresSequence", "PixelSpacing"))
             slope = _float(_frame_attr(pf, shared, "PixelValueTransformationSequence", "RescaleSlope"))
             inter = _float(_frame_attr(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept"))
             thickness = thickness or _float(_frame_attr(pf, shared, "PixelMeasuresSequence", "SliceThickness"))
@@ -293,7 +337,7 @@ def read_header(path: str | os.PathLike[str]) -> FileHeader | str | None:
         result = _file_header(path, ds, native) if image else None
     except InvalidDicomError:
         result = None
-    except CorruptScanError as exc:  # a readable header that contradicts itself
+    except ScanLoadError as exc:  # a readable header that contradicts itself or is absurd
         result = str(exc)
     except Exception as exc:  # noqa: BLE001 - any parse failure of a DICOM-looking file
         result = f"{type(exc).__name__}: {exc}"
@@ -523,7 +567,10 @@ def _read_native(path: str, native: tuple[int, str], rows: int, cols: int) -> np
 def _decode(path: str) -> np.ndarray:
     try:
         arr = pixel_array(path)
-    except Exception as exc:  # noqa: BLE001 - every decoder failure means the same to the user
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every decoder failure (incl. Rust panics of
+        # pylibjpeg-rle, which derive from BaseException) means the same to the user
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CorruptScanError(
             f"The DICOM file {path} has pixel data that cannot be decoded (truncated, corrupt or an "
