@@ -94,7 +94,9 @@ class Job(QThread):
 
 def running_jobs() -> list[Job]:
     """Jobs whose thread is still running (tests assert this is empty after each test)."""
-    return [j for j in list(_ALL_JOBS) if j.isRunning()]
+    import shiboken6
+
+    return [j for j in list(_ALL_JOBS) if shiboken6.isValid(j) and j.isRunning()]
 
 
 def wait_for(job: Job, timeout_s: float | None = None) -> bool:
