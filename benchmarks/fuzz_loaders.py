@@ -23,7 +23,9 @@ Pure Python (no atheris needed): a seeded RNG, so ``--seed`` reproduces a run on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import logging
 import os
 import resource
 import shutil
@@ -213,6 +215,24 @@ def mutate(rng: np.random.Generator, seed: Seed) -> bytes:
 
 
 # ---- running -----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_fd2(enabled: bool):
+    """Silence file descriptor 2 (Rust panics of native decoders print there directly)."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class _Timeout(Exception):
     pass
 
@@ -276,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="RNG seed (default 0)")
     ap.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "fuzz_findings"), help="where findings go")
     ap.add_argument("--slow", type=float, default=5.0, help="seconds after which a load is a finding")
+    ap.add_argument("--noisy", action="store_true", help="keep library messages on stderr")
     ap.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit (absurd allocations fail)")
     args = ap.parse_args(argv)
 
@@ -284,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     if hard == resource.RLIM_INFINITY or hard > limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     signal.signal(signal.SIGALRM, _alarm)
+    if not args.noisy:
+        logging.getLogger("nibabel").setLevel(logging.CRITICAL)
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+        warnings.simplefilter("ignore")
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         n = 0
         while time.perf_counter() < t_end:
             seed = seeds[int(rng.integers(0, len(seeds)))]
-            data = mutate(rng, seed)
+            with _quiet_fd2(not args.noisy):
+                data = mutate(rng, seed)
             case = work / f"case{n % 2}"
             shutil.rmtree(case, ignore_errors=True)
             case.mkdir()
@@ -304,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             path.write_bytes(data)
             if seed.sibling is not None and rng.random() < 0.5:
                 (case / "sibling.dcm").write_bytes(seed.sibling)
-            found = run_one(path, seed.kind, args.slow)
+            with _quiet_fd2(not args.noisy):
+                found = run_one(path, seed.kind, args.slow)
             n += 1
             if found:
                 key, desc = found

@@ -297,6 +297,20 @@ def build_corpus(tmp_dir: str | os.PathLike[str]) -> list[CorpusCase]:
                    alone("nan_thickness", lambda ds: setattr(ds, "SliceThickness", "nan")), "scan", "warning",
                    warning="Single-slice", note="NaN header numbers count as missing (1 mm assumed)",
                    predict_ok=True))
+    add(CorpusCase("dicom_negative_number_of_frames",
+                   alone("negative_frames", lambda ds: setattr(ds, "NumberOfFrames", "-1")), "scan",
+                   "CorruptScanError", note="'its header says it holds -1 frames'"))
+    rle_frames = root / "rle_absurd_frames"
+    (p,) = _series(rle_frames, corpus_volume((12, 10, 1)), transfer_syntax=RLELossless)
+    ds = pydicom.dcmread(p)
+    ds.NumberOfFrames = "1000000"
+    ds.save_as(p)
+    add(CorpusCase("dicom_rle_absurd_number_of_frames", p, "scan", "CorruptScanError",
+                   note="compressed file claiming 1,000,000 frames: refused at once (was 50 s of decoding)"))
+    add(CorpusCase("dicom_overflowing_orientation",
+                   alone("huge_orientation", lambda ds: setattr(ds, "ImageOrientationPatient", [1e308, 0, 0, 0, 1, 0])),
+                   "scan", "warning", warning="no patient position",
+                   note="orientation treated as missing (was a singular affine)", predict_ok=True))
     degenerate = root / "degenerate_orientation"
     for p in _series(degenerate):
         ds = pydicom.dcmread(p)

@@ -148,7 +148,8 @@ def _orientation(v: Any) -> tuple[float, ...] | None:
         return None
     a, b = np.asarray(out[:3]), np.asarray(out[3:])
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na < 1e-3 or nb < 1e-3 or abs(float(a @ b)) / (na * nb) > 0.05:
+    # DICOM direction cosines are unit vectors; allow sloppy rounding, not garbage
+    if not (0.5 < na < 2.0 and 0.5 < nb < 2.0) or abs(float(a @ b)) / (na * nb) > 0.05:
         return None
     return out
 
@@ -219,11 +220,14 @@ def _check_frame_count(path: str, ds: pydicom.Dataset, n_frames: int, rows: int,
             f"its header claims {n_frames:,} frames of {cols}x{rows} pixels, more than this app can load"
         )
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if ts is None or not UID(ts).is_transfer_syntax or UID(ts).is_compressed or UID(ts).is_deflated:
+    if ts is None or not UID(ts).is_transfer_syntax or UID(ts).is_deflated:
         return
-    bits = int(_float(ds.get("BitsAllocated"), 0) or 0)
-    spp = int(_float(ds.get("SamplesPerPixel"), 1) or 1)
-    needed = n_frames * rows * cols * spp * bits // 8
+    if UID(ts).is_compressed:
+        needed = n_frames * 8  # every compressed frame is at least one 8-byte item header
+    else:
+        bits = int(_float(ds.get("BitsAllocated"), 0) or 0)
+        spp = int(_float(ds.get("SamplesPerPixel"), 1) or 1)
+        needed = n_frames * rows * cols * spp * bits // 8
     size = os.path.getsize(path)
     if needed > size:
         raise CorruptScanError(
@@ -246,6 +250,8 @@ def _file_header(path: str, ds: pydicom.Dataset, native: tuple[int, str] | None 
     n_frames = int(_float(ds.get("NumberOfFrames"), 1) or 1)
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
+    if n_frames < 1:
+        raise CorruptScanError(f"its header says it holds {n_frames} frames")
     if n_frames > 1:
         _check_frame_count(path, ds, n_frames, rows, cols)
     per_frame_seq = ds.get("PerFrameFunctionalGroupsSequence")
