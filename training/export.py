@@ -44,8 +44,11 @@ def export_onnx(checkpoint_path: str | os.PathLike | Checkpoint, out_path: str |
     out.parent.mkdir(parents=True, exist_ok=True)
     shape = (1, spec.in_channels, *spec.inference.roi_size)
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    import warnings
+
     try:
-        with atomic_write(out) as tmp, torch.no_grad():
+        with atomic_write(out) as tmp, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer chatter about instance norm / shape checks
             torch.onnx.export(
                 net, (example,), str(tmp), input_names=["image"], output_names=["logits"],
                 dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,

@@ -308,23 +308,23 @@ def validate(net: torch.nn.Module, loader, spec: ModelSpec, device: torch.device
     Computed on the model grid (after the shared preprocessing); a case without lesions scores 1 when
     nothing is predicted and 0 otherwise.
     """
-    from monai.metrics import DiceMetric
+    from monai.metrics import compute_dice
     from monai.networks.utils import one_hot
 
     from seg_app.core.inference import sliding_window_probabilities
 
-    metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
+    # compute_dice per case, not DiceMetric: its aggregate() all-gathers across ranks, and only rank 0
+    # validates under DDP.
     net.eval()
     n_labels = spec.out_channels
+    scores = []
     for batch in loader:
         image = batch["image"].to(device)
         probs = sliding_window_probabilities(net, image, spec)  # (1, L, ...)
         pred = one_hot(probs.argmax(1, keepdim=True), n_labels)
         label = one_hot(batch["label"].to(device).long(), n_labels)
-        metric(pred, label)
-    value = float(metric.aggregate().item())
-    metric.reset()
-    return value
+        scores.append(compute_dice(pred, label, include_background=False, ignore_empty=False).mean().item())
+    return float(np.mean(scores)) if scores else float("nan")
 
 
 # ---- training -------------------------------------------------------------------------------------------------
@@ -422,6 +422,9 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
     from torch.utils.data.distributed import DistributedSampler
     from tqdm import tqdm
 
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Num foregrounds 0")  # lesion-free cases: negative crops only
     n_threads = configure_threads(env)
     device = _device(cfg, env)
     set_determinism(seed=cfg.seed)

@@ -1,0 +1,45 @@
+"""DDP: two gloo processes on the CPU train one tiny epoch via torchrun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seg_app.core.spec import load_checkpoint
+from training.synth import SynthOptions, write_dataset
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(300)
+def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", 6, seed=21, opts=SynthOptions(size=16), progress=False)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "training.cli", "train", "--data", str(data), "--out", str(run),
+           "--epochs", "1", "--patch-size", "16", "16", "16", "--channels", "4", "8", "--strides", "2",
+           "--device", "cpu", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=Path(__file__).parent.parent, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=280)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    last = load_checkpoint(run / "last.pt")
+    assert last.spec.training["world_size"] == 2
+    assert last.training_state["epoch"] == 1
+    assert (run / "best.pt").is_file() and (run / "metrics.csv").read_text().count("\n") == 2

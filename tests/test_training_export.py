@@ -1,0 +1,35 @@
+"""seg-train export: ONNX agrees with torch; MONAI bundle folder is complete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from seg_app.core.spec import build_network, save_checkpoint
+from training.cli import main
+from training.export import export_onnx
+
+from test_spec import tiny_spec
+
+
+def test_onnx_and_bundle(tmp_path: Path) -> None:
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "m.pt", spec, build_network(spec).state_dict())
+    r = export_onnx(ckpt, tmp_path / "m.onnx", atol=1e-4)
+    assert r["max_abs_diff"] < 1e-4 and Path(r["path"]).is_file()
+    import onnx
+
+    model = onnx.load(r["path"])
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert main(["export", "--model", str(ckpt), "--bundle", str(tmp_path / "bundle")]) == 0
+    meta = json.loads((tmp_path / "bundle" / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "tumour"}
+    assert (tmp_path / "bundle" / "configs" / "inference.json").is_file()
+    assert (tmp_path / "bundle" / "docs" / "README.md").is_file()
+    sd = torch.load(tmp_path / "bundle" / "models" / "model.pt", weights_only=True)
+    from monai.networks.nets import UNet
+
+    UNet(**spec.network.kwargs).load_state_dict(sd)
