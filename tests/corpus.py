@@ -356,7 +356,7 @@ def build_corpus(tmp_dir: str | os.PathLike[str]) -> list[CorpusCase]:
     add(CorpusCase("zero_sized_dimension", zero, "scan", "UnsupportedScanError", note="empty image refused"))
     _nifti(root / "one_voxel.nii.gz", np.full((1, 1, 1), 100.0, np.float32))
     add(CorpusCase("one_voxel_image", root / "one_voxel.nii.gz", "scan", "ok",
-                   note="loads; predict segments it (trivially) or refuses with a typed error", predict_ok=True))
+                   note="loads; predict writes an empty mask", predict_ok=True))
     _nifti(root / "time_series.nii.gz", np.zeros((8, 8, 4, 20), np.float32))
     add(CorpusCase("nifti_time_series", root / "time_series.nii.gz", "scan", "UnsupportedScanError",
                    note="4D with 20 volumes refused as a time series"))
@@ -368,6 +368,17 @@ def build_corpus(tmp_dir: str | os.PathLike[str]) -> list[CorpusCase]:
     nib.save(img, root / "nan_affine.nii.gz")
     add(CorpusCase("nifti_nan_affine", root / "nan_affine.nii.gz", "scan", "warning", warning="orientation",
                    note="loads with voxel sizes and a warning not to trust left/right", predict_ok=True))
+
+    img = nib.Nifti1Image(good.array[0], None)
+    img.header.set_sform(None, code=0)
+    img.header.set_qform(None, code=0)
+    pixdim = img.header["pixdim"].copy()
+    pixdim[2] = np.inf
+    img.header["pixdim"] = pixdim
+    nib.save(img, root / "inf_pixdim.nii.gz")
+    add(CorpusCase("nifti_infinite_voxel_size", root / "inf_pixdim.nii.gz", "scan", "warning", warning="orientation",
+                   note="infinite voxel size replaced by 1 mm, with the orientation warning (was an infinite affine)",
+                   predict_ok=True))
 
     # ---- checkpoints -----------------------------------------------------------------------
     ck = root / "checkpoints"

@@ -147,7 +147,8 @@ def _orientation(v: Any) -> tuple[float, ...] | None:
     if out is None:
         return None
     a, b = np.asarray(out[:3]), np.asarray(out[3:])
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    with np.errstate(over="ignore", invalid="ignore"):
+        na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     # DICOM direction cosines are unit vectors; allow sloppy rounding, not garbage
     if not (0.5 < na < 2.0 and 0.5 < nb < 2.0) or abs(float(a @ b)) / (na * nb) > 0.05:
         return None

@@ -114,7 +114,7 @@ def load_nifti(path: str | os.PathLike[str]) -> Volume:
     warnings: list[str] = []
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        zooms = [z if z > 0 else 1.0 for z in img.header.get_zooms()[:3]]
+        zooms = [float(z) if np.isfinite(z) and z > 0 else 1.0 for z in img.header.get_zooms()[:3]]
         zooms += [1.0] * (3 - len(zooms))
         affine = np.diag(zooms + [1.0])
         warnings.append(
