@@ -113,15 +113,20 @@ def test_window_and_overlay_rendering():
     labels = np.zeros((64, 48), np.uint8)
     labels[10:30, 10:20] = 1
     lut, vis = render.label_luts([(1, (255, 0, 0))])
-    rgb = render.compose_rgb(g2, labels, lut, vis, opacity=1.0)
-    assert rgb.flags.c_contiguous and rgb.shape == (64, 48, 3)
+    base = render.gray_to_rgb32(g2)
+    assert base.dtype == np.uint32 and base.flags.c_contiguous
+    assert render.labels_layer(np.zeros_like(labels), render.label_lut32(lut, vis, 1.0)) is None
+    rgb = render.composite_rgb(base, render.labels_layer(labels, render.label_lut32(lut, vis, 1.0)))
+    assert rgb.shape == (64, 48, 3)
     assert np.all(rgb[15, 15] == (255, 0, 0))
     assert np.all(rgb[0, 0] == g2[0, 0])
-    outl = render.compose_rgb(g2, labels, lut, vis, opacity=1.0, outline=True)
+    half = render.composite_rgb(base, render.labels_layer(labels, render.label_lut32(lut, vis, 0.5)))
+    assert abs(int(half[15, 15, 0]) - (255 + int(g2[15, 15])) / 2) <= 1
+    outl = render.composite_rgb(base, render.labels_layer(labels, render.label_lut32(lut, vis, 1.0), outline=True))
     assert np.all(outl[15, 15] == g2[15, 15]) and np.all(outl[10, 15] == (255, 0, 0))
     prob = np.zeros((64, 48), np.float32)
     prob[40:50, 5:10] = 0.9
-    heat = render.compose_rgb(g2, None, probability=prob)
+    heat = render.composite_rgb(base, render.heat_layer(prob, render.heat_lut32(0.6)))
     assert not np.array_equal(heat[45, 7], rgb[45, 7]) and np.array_equal(heat[0, 0], rgb[0, 0])
 
 

@@ -124,8 +124,11 @@ class MainWindow(QMainWindow):
         self.state.connect(self._on_state_changed)
         self._refresh_actions()
         self.statusBar().showMessage("Open a scan: File > Open scan, or drop a file or folder on the window.")
+        self._update_label_choices()
         if model_path != "":
             self.load_model(model_path, show_card=False)
+        else:
+            self.model_info.setText("No model loaded: Model > Load model...")
 
     # =====================================================================================
     # construction

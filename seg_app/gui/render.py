@@ -1,7 +1,8 @@
-"""Slice rendering in numpy (no Qt, no per-pixel Python loops): window/level, label and heat-map overlays.
+"""Slice rendering in numpy (no Qt, no per-pixel Python loops): window/level, label and heat-map layers.
 
-Every function takes 2D planes in screen order (row 0 at the top) and returns ``uint8`` arrays that
-``slice_view`` wraps in a ``QImage`` without copying.
+Every function takes 2D planes in screen order (row 0 at the top). Layers are ``uint32`` ARGB32 arrays
+(opaque grey base; premultiplied overlays made by one table lookup per pixel) that ``slice_view`` wraps
+in ``QImage``s without copying and lets Qt scale and blend.
 """
 
 from __future__ import annotations
@@ -21,6 +22,23 @@ def window_to_uint8(plane: np.ndarray, width: float, level: float) -> np.ndarray
     return out.astype(np.uint8)
 
 
+def _argb32_premultiplied(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Pack RGB ``(N, 3)`` and alpha ``(N,)`` in 0..1 into premultiplied ARGB32 ``uint32`` values."""
+    a = np.clip(np.asarray(alpha, np.float64), 0.0, 1.0)
+    c = np.round(np.asarray(rgb, np.float64) * a[:, None]).astype(np.uint32)
+    a8 = np.round(a * 255).astype(np.uint32)
+    return (a8 << 24) | (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+
+
+#: grey level -> opaque ARGB32 (``QImage.Format_RGB32``)
+GRAY_LUT32 = (np.uint32(0xFF000000) | (np.arange(256, dtype=np.uint32) * np.uint32(0x010101))).astype(np.uint32)
+
+
+def gray_to_rgb32(gray: np.ndarray) -> np.ndarray:
+    """``uint8`` plane -> ``uint32`` opaque grey pixels (one table lookup)."""
+    return np.take(GRAY_LUT32, gray)
+
+
 def label_luts(colors: Iterable[tuple[int, tuple[int, int, int]]]) -> tuple[np.ndarray, np.ndarray]:
     """Lookup tables for label values 0..255: RGB colours ``(256, 3) uint8`` and visibility ``(256,) bool``.
 
@@ -38,6 +56,11 @@ def label_luts(colors: Iterable[tuple[int, tuple[int, int, int]]]) -> tuple[np.n
     return rgb, visible
 
 
+def label_lut32(lut_rgb: np.ndarray, lut_visible: np.ndarray, opacity: float) -> np.ndarray:
+    """Label value -> premultiplied ARGB32 with ``opacity`` (0 for background / hidden labels)."""
+    return _argb32_premultiplied(lut_rgb, lut_visible.astype(np.float64) * float(opacity))
+
+
 def _hot_lut() -> np.ndarray:
     x = np.linspace(0.0, 1.0, 256)
     r = np.clip(3 * x, 0, 1)
@@ -47,6 +70,15 @@ def _hot_lut() -> np.ndarray:
 
 
 HOT_LUT = _hot_lut()
+
+
+def heat_lut32(opacity: float, threshold: float = 0.05) -> np.ndarray:
+    """Probability (0..255 quantised) -> premultiplied ARGB32 of the "hot" map, alpha ~ probability."""
+    p = np.arange(256) / 255.0
+    alpha = np.where(p >= threshold, p * float(opacity), 0.0)
+    return _argb32_premultiplied(HOT_LUT, alpha)
+
+
 
 
 def outline_mask(labels: np.ndarray) -> np.ndarray:
@@ -61,52 +93,36 @@ def outline_mask(labels: np.ndarray) -> np.ndarray:
     return edge & (labels != 0)
 
 
-def _blend(rgb: np.ndarray, sel: np.ndarray, color: np.ndarray, alpha) -> None:
-    """In place: ``rgb[sel] = rgb[sel] * (1 - alpha) + color * alpha`` for the selected pixels only."""
-    base = rgb[sel].astype(np.float32)
-    a = np.asarray(alpha, np.float32)
-    if a.ndim == 1:
-        a = a[:, None]
-    base += (color.astype(np.float32) - base) * a
-    rgb[sel] = base.astype(np.uint8)
+def labels_layer(labels: np.ndarray, lut32: np.ndarray, outline: bool = False) -> np.ndarray | None:
+    """Premultiplied ARGB32 overlay of a label plane (None when the plane has no label)."""
+    lab = labels if labels.dtype == np.uint8 else np.clip(labels, 0, 255).astype(np.uint8)
+    if not lab.any():
+        return None
+    if outline:
+        lab = np.where(outline_mask(lab), lab, np.uint8(0))
+    return np.take(lut32, lab)
 
 
-def compose_rgb(
-    gray: np.ndarray,
-    labels: np.ndarray | None = None,
-    lut_rgb: np.ndarray | None = None,
-    lut_visible: np.ndarray | None = None,
-    opacity: float = 0.5,
-    outline: bool = False,
-    probability: np.ndarray | None = None,
-    heat_opacity: float = 0.6,
-    heat_threshold: float = 0.05,
-) -> np.ndarray:
-    """RGB ``(rows, cols, 3) uint8`` (C-contiguous) of a grey plane with optional overlays.
+def heat_layer(probability: np.ndarray, lut32: np.ndarray) -> np.ndarray:
+    """Premultiplied ARGB32 heat map of a probability plane (0..1)."""
+    q = np.multiply(probability, np.float32(255.0), dtype=np.float32)
+    np.clip(q, 0, 255, out=q)
+    return np.take(lut32, q.astype(np.uint8))
 
-    Args:
-        gray: windowed plane ``uint8``.
-        labels: label plane (integers 0..255) or None.
-        lut_rgb, lut_visible: from :func:`label_luts`.
-        opacity: label fill opacity 0..1 (outlines are drawn more opaque).
-        outline: draw only label borders.
-        probability: foreground probability plane 0..1 shown as a heat map under the labels.
+
+def composite_rgb(*layers: np.ndarray | None) -> np.ndarray:
+    """Reference compositing in numpy (tests, exports): ARGB32 layers over an opaque base -> RGB uint8.
+
+    The views let Qt blend the same layers (``QImage.Format_ARGB32_Premultiplied``) while drawing.
     """
-    rgb = np.empty(gray.shape + (3,), np.uint8)
-    rgb[...] = gray[..., None]
-    if probability is not None and heat_opacity > 0:
-        p = np.asarray(probability, np.float32)
-        sel = p >= heat_threshold
-        if sel.any():
-            ps = p[sel]
-            _blend(rgb, sel, HOT_LUT[(np.clip(ps, 0, 1) * 255).astype(np.uint8)], ps * heat_opacity)
-    if labels is not None and opacity > 0:
-        if lut_rgb is None or lut_visible is None:
-            lut_rgb, lut_visible = label_luts(())
-        lab = labels if labels.dtype == np.uint8 else np.clip(labels, 0, 255).astype(np.uint8)
-        sel = outline_mask(lab) if outline else lab != 0
-        sel &= lut_visible[lab]
-        if sel.any():
-            alpha = min(1.0, 0.35 + opacity) if outline else opacity
-            _blend(rgb, sel, lut_rgb[lab[sel]], alpha)
-    return rgb
+    def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = np.stack([(x >> s) & 0xFF for s in (16, 8, 0)], axis=-1).astype(np.float32)
+        return c, ((x >> 24) & 0xFF).astype(np.float32)[..., None] / 255.0
+
+    base, _ = split(layers[0])
+    for layer in layers[1:]:
+        if layer is None:
+            continue
+        c, a = split(layer)
+        base = c + base * (1.0 - a)
+    return np.clip(np.round(base), 0, 255).astype(np.uint8)

@@ -1,9 +1,10 @@
 """One 2D view (axial, coronal or sagittal) of the display-oriented volume with overlays and crosshair.
 
-Rendering: the plane is cut from the display array (a numpy view), windowed and composited with the
-label / heat-map overlays in numpy (:mod:`seg_app.gui.render`) and wrapped in a ``QImage`` without a
-copy; Qt scales it with nearest-neighbour sampling to the physical aspect ratio (pixel size from the
-voxel spacing).
+Rendering: the plane is cut from the display array (a numpy view), windowed to an opaque ARGB32 grey
+layer, and the label / heat-map overlays become premultiplied ARGB32 layers by table lookups
+(:mod:`seg_app.gui.render`); each layer is wrapped in a ``QImage`` without a copy and cached until its
+inputs change. Qt scales them with nearest-neighbour sampling to the physical aspect ratio (pixel size
+from the voxel spacing) and blends the overlays while drawing.
 
 Mouse: left click/drag moves the crosshair (or paints with the brush tools); wheel changes slice;
 Ctrl+wheel zooms about the mouse; middle-drag pans; right-drag changes window (horizontal) and level
@@ -48,6 +49,14 @@ CROSSHAIR_COLOR = QColor(80, 200, 255, 170)
 TEXT_COLOR = QColor(255, 230, 120)
 
 
+def _qimage(array: np.ndarray | None, fmt: QImage.Format) -> QImage | None:
+    """Wrap a C-contiguous ``uint32 (rows, cols)`` array without copying (the caller keeps it alive)."""
+    if array is None:
+        return None
+    h, w = array.shape
+    return QImage(array.data, w, h, 4 * w, fmt)
+
+
 class SliceView(QWidget):
     """A view of one plane. Signals carry display voxel indices (``np.ndarray`` of 3 floats).
 
@@ -75,9 +84,12 @@ class SliceView(QWidget):
         self._drag: str | None = None
         self._last_pos = QPointF()
         self._mouse_pos: QPointF | None = None
-        self._cache_key: tuple | None = None
-        self._cache_rgb: np.ndarray | None = None
-        self._cache_img: QImage | None = None
+        self._base_key: tuple | None = None
+        self._heat_key: tuple | None = None
+        self._labels_key: tuple | None = None
+        self._lut_key: tuple | None = None
+        self._base = self._heat = self._labels = self._lut32 = None
+        self._base_img = self._heat_img = self._labels_img = None
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -144,53 +156,62 @@ class SliceView(QWidget):
         self.update()
 
     # ---- rendering -------------------------------------------------------------------
-    def render_rgb(self) -> np.ndarray | None:
-        """The current plane as RGB ``(rows, cols, 3) uint8`` (cached until something changes)."""
+    def _layers(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+        """The current plane as ARGB32 layers: opaque grey base, heat map, labels (each cached)."""
         d, s = self.data, self.state
         if d.image is None or s.geometry is None:
             return None
         index = s.cursor[self.normal]
         ov = s.overlay
-        key = (
-            id(d.image), index, s.window, s.level,
-            id(d.labels) if ov.visible else None, d.labels_version, ov.visible, ov.opacity, ov.outline,
-            id(d.probability) if ov.heatmap else None, ov.heatmap_opacity,
-        )
-        if key == self._cache_key and self._cache_rgb is not None:
-            return self._cache_rgb
-        gray = render.window_to_uint8(view_plane(d.image, self.name, index), s.window, s.level)
-        labels = view_plane(d.labels, self.name, index) if (d.labels is not None and ov.visible) else None
-        prob = (
-            view_plane(d.probability, self.name, index)
-            if (d.probability is not None and ov.heatmap and ov.visible)
-            else None
-        )
-        rgb = render.compose_rgb(
-            gray, labels, d.lut_rgb, d.lut_visible, ov.opacity, ov.outline, prob, ov.heatmap_opacity
-        )
-        self._cache_key = key
-        self._cache_rgb = rgb
-        h, w = rgb.shape[:2]
-        self._cache_img = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-        return rgb
+        key = (id(d.image), index, s.window, s.level)
+        if key != self._base_key:
+            gray = render.window_to_uint8(view_plane(d.image, self.name, index), s.window, s.level)
+            self._base = render.gray_to_rgb32(gray)
+            self._base_img = _qimage(self._base, QImage.Format.Format_RGB32)
+            self._base_key = key
+        show_heat = d.probability is not None and ov.visible and ov.heatmap
+        key = (id(d.probability), index, ov.heatmap_opacity) if show_heat else None
+        if key != self._heat_key:
+            self._heat = None
+            if show_heat:
+                lut = render.heat_lut32(ov.heatmap_opacity)
+                self._heat = render.heat_layer(view_plane(d.probability, self.name, index), lut)
+            self._heat_img = _qimage(self._heat, QImage.Format.Format_ARGB32_Premultiplied)
+            self._heat_key = key
+        show_labels = d.labels is not None and ov.visible and ov.opacity > 0
+        key = (id(d.labels), d.labels_version, index, ov.opacity, ov.outline, id(d.lut_rgb)) if show_labels else None
+        if key != self._labels_key:
+            self._labels = None
+            if show_labels:
+                lut_rgb, lut_vis = (d.lut_rgb, d.lut_visible) if d.lut_rgb is not None else render.label_luts(())
+                alpha = min(1.0, 0.35 + ov.opacity) if ov.outline else ov.opacity
+                lut_key = (id(lut_rgb), alpha)
+                if lut_key != self._lut_key:
+                    self._lut32 = render.label_lut32(lut_rgb, lut_vis, alpha)
+                    self._lut_key = lut_key
+                self._labels = render.labels_layer(view_plane(d.labels, self.name, index), self._lut32, ov.outline)
+            self._labels_img = _qimage(self._labels, QImage.Format.Format_ARGB32_Premultiplied)
+            self._labels_key = key
+        return self._base, self._heat, self._labels
 
-    def frame_image(self) -> QImage | None:
-        if self.render_rgb() is None:
-            return None
-        return self._cache_img
+    def render_rgb(self) -> np.ndarray | None:
+        """The current plane as composited RGB ``(rows, cols, 3) uint8`` (tests, exports)."""
+        layers = self._layers()
+        return None if layers is None else render.composite_rgb(*layers)
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), Qt.GlobalColor.black)
-        img = self.frame_image()
-        if img is None:
+        if self._layers() is None:
             p.setPen(QColor(150, 150, 150))
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, f"{self.name.capitalize()}\n\nOpen a scan (File > Open) or drop it here")
             p.end()
             return
         rect = self.image_rect()
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-        p.drawImage(rect, img, QRectF(0, 0, img.width(), img.height()))
+        for img in (self._base_img, self._heat_img, self._labels_img):
+            if img is not None:  # Qt scales (nearest) and blends the premultiplied overlays
+                p.drawImage(rect, img, QRectF(0, 0, img.width(), img.height()))
         self._paint_crosshair(p, rect)
         self._paint_labels(p)
         if self.tool in ("paint", "erase") and self._mouse_pos is not None:
