@@ -307,6 +307,11 @@ def build_corpus(tmp_dir: str | os.PathLike[str]) -> list[CorpusCase]:
     ds.save_as(p)
     add(CorpusCase("dicom_rle_absurd_number_of_frames", p, "scan", "CorruptScanError",
                    note="compressed file claiming 1,000,000 frames: refused at once (was 50 s of decoding)"))
+    unknown = alone("unknown_syntax", lambda ds: setattr(ds, "NumberOfFrames", "1000000"))
+    blob = unknown.read_bytes()  # pydicom will not write an unknown transfer syntax: patch the bytes
+    unknown.write_bytes(blob.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.1@", 1))
+    add(CorpusCase("dicom_unknown_syntax_absurd_frames", unknown, "scan",
+                   "CorruptScanError", note="unknown transfer syntax claiming 1,000,000 frames (fuzz; was a hang)"))
     add(CorpusCase("dicom_overflowing_orientation",
                    alone("huge_orientation", lambda ds: setattr(ds, "ImageOrientationPatient", [1e308, 0, 0, 0, 1, 0])),
                    "scan", "warning", warning="no patient position",

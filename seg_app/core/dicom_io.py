@@ -220,15 +220,16 @@ def _check_frame_count(path: str, ds: pydicom.Dataset, n_frames: int, rows: int,
         raise ScanTooLargeError(
             f"its header claims {n_frames:,} frames of {cols}x{rows} pixels, more than this app can load"
         )
-    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if ts is None or not UID(ts).is_transfer_syntax or UID(ts).is_deflated:
-        return
-    if UID(ts).is_compressed:
-        needed = n_frames * 8  # every compressed frame is at least one 8-byte item header
-    else:
-        bits = int(_float(ds.get("BitsAllocated"), 0) or 0)
-        spp = int(_float(ds.get("SamplesPerPixel"), 1) or 1)
-        needed = n_frames * rows * cols * spp * bits // 8
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else "")
+    bits = int(_float(ds.get("BitsAllocated"), 0) or 0)
+    spp = int(_float(ds.get("SamplesPerPixel"), 1) or 1)
+    raw_bytes = n_frames * rows * cols * spp * bits // 8
+    if ts.is_transfer_syntax and not ts.is_compressed and not ts.is_deflated:
+        needed = raw_bytes
+    elif ts.is_transfer_syntax and ts.is_deflated:
+        needed = raw_bytes // 1100  # deflate cannot compress better than about 1032:1
+    else:  # compressed, or an unknown transfer syntax: each frame is at least one 8-byte item
+        needed = n_frames * 8
     size = os.path.getsize(path)
     if needed > size:
         raise CorruptScanError(
