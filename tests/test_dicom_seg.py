@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from corpus import corpus_volume, tiny_spec, write_multiframe
-from dicom_factory import canonical, make_affine
+from dicom_factory import make_affine
 from seg_app.core.dicom_seg import export_dicom_seg, read_dicom_seg
 from seg_app.core.dicom_write import write_dicom_series
 from seg_app.core.errors import ExportError, ScanLoadError
@@ -21,7 +21,6 @@ from seg_app.core.volume import Volume
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SHAPE = (18, 14, 9)
 
 
@@ -78,16 +77,18 @@ def test_seg_geometry_matches_source_in_world_space(tmp_path, orientation, order
     lab = _labels_for(ref.shape)
     seg_path = export_dicom_seg(ref.with_array(lab[None]), ref, tmp_path / "o_seg.dcm")
     seg = hd.seg.segread(seg_path)
-    vol = seg.get_volume(combine_segments=True, relabel=False)
-    # highdicom: array (slice, row, column), affine (slice, row, column) -> LPS
-    arr = np.asarray(vol.array).transpose(2, 1, 0)  # -> (column=i, row=j, slice=k)
-    aff = RAS_FROM_LPS @ vol.affine @ np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+    vol = seg.get_volume(combine_segments=True, relabel=False)  # may cover only the non-empty frames
     numbers = {int(n): int(seg.get_segment_description(n).tracking_id.split()[1]) for n in seg.segment_numbers}
-    values = np.vectorize(lambda v: numbers.get(int(v), 0))(arr).astype(np.uint8)
-    a, a_aff = canonical(values, aff)
-    b, b_aff = canonical(lab, ref.affine)
-    np.testing.assert_allclose(a_aff, b_aff, atol=1e-3)
-    np.testing.assert_array_equal(a, b)
+    arr = np.asarray(vol.array)  # (slice, row, column)
+    idx = np.argwhere(arr > 0)
+    # highdicom's affine maps (slice, row, column) -> LPS; ours (column, row, slice) -> RAS
+    lps = idx @ vol.affine[:3, :3].T + vol.affine[:3, 3]
+    ijk = ref.world_to_voxel(lps * np.array([-1.0, -1.0, 1.0]))
+    np.testing.assert_allclose(ijk, np.round(ijk), atol=1e-3)
+    ijk = np.round(ijk).astype(int)
+    got = np.zeros_like(lab)
+    got[tuple(ijk.T)] = [numbers[int(v)] for v in arr[tuple(idx.T)]]
+    np.testing.assert_array_equal(got, lab)
 
 
 @needs_dciodvfy

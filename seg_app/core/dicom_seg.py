@@ -20,12 +20,16 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seg_app.core.errors import ExportError, ScanLoadError
 from seg_app.core.io import atomic_write
 from seg_app.core.volume import Volume
+
+if TYPE_CHECKING:  # torch-free at import time: spec.py imports torch
+    from seg_app.core.spec import ModelSpec
 
 #: Default segment colour (RGB) when neither a spec nor a colour is known.
 _DEFAULT_RGB = (230, 60, 60)
@@ -68,6 +72,8 @@ def _label_array(labels: Volume | np.ndarray, reference: Volume, path: Path) -> 
         raise ExportError(f"Cannot write the DICOM SEG {path}: labels of type {arr.dtype} are not integers.")
     if arr.size and arr.min() < 0:
         raise ExportError(f"Cannot write the DICOM SEG {path}: the label map has negative values.")
+    if arr.size and arr.max() > 65535:
+        raise ExportError(f"Cannot write the DICOM SEG {path}: label values above 65535 cannot be segments.")
     return arr.astype(np.int64, copy=False)
 
 
@@ -128,7 +134,7 @@ def _read_sources(reference: Volume) -> list:
 
 
 def _segment_table(
-    values: list[int], spec, label_names: Mapping[int, str] | None
+    values: list[int], spec: ModelSpec | None, label_names: Mapping[int, str] | None
 ) -> list[tuple[int, str, tuple[int, int, int]]]:
     """(label value, name, RGB) per segment."""
     out = []
@@ -151,7 +157,7 @@ def export_dicom_seg(
     reference: Volume,
     path: str | os.PathLike[str],
     *,
-    spec=None,
+    spec: ModelSpec | None = None,
     label_names: Mapping[int, str] | None = None,
     series_description: str = "AI tumour segmentation",
     manually_edited: bool = False,
@@ -266,7 +272,7 @@ def export_dicom_seg(
             content_label="SEGMENTATION",
             content_description=_lo(f"{name} {version}" + (" (edited)" if manually_edited else "")),
             content_creator_name="seg_app^",
-            omit_empty_frames=False,
+            omit_empty_frames=bool(seg_frames.any()),  # keep every frame only for an empty result
         )
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         raise ExportError(f"Cannot write the DICOM SEG {path}: the source series cannot be referenced ({exc}).") from exc
