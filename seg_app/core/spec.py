@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import platform
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -369,13 +370,20 @@ class Checkpoint:
 
 
 def _torch_load_safe(source: Any, name: str) -> Any:
+    """``torch.load(weights_only=True)`` with every failure turned into a ``CheckpointError``."""
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise next to our one line
+            warnings.simplefilter("ignore")
+            return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):
+            raise CheckpointError(
+                f"{name} contains Python objects that would need code to run; it was refused for safety."
+            ) from exc
         raise CheckpointError(
-            f"{name} contains Python objects that would need code to run; it was refused for safety."
+            f"{name} is not a valid model checkpoint (not a torch weights file, or corrupt); nothing in it was run."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError, IndexError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError, IndexError, TypeError) as exc:
         raise CheckpointError(f"{name} is not a valid model checkpoint (unreadable, truncated or corrupt).") from exc
 
 
