@@ -6,6 +6,7 @@ pkgs=()
 command -v dciodvfy >/dev/null 2>&1 || pkgs+=(dicom3tools)
 command -v Xvfb >/dev/null 2>&1 || pkgs+=(xvfb xauth)
 command -v import >/dev/null 2>&1 || pkgs+=(imagemagick)
+command -v xwininfo >/dev/null 2>&1 || pkgs+=(x11-utils)
 for lib in libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 \
            libxcb-xkb1 libxkbcommon-x11-0 libxkbcommon0 libegl1 libgl1 libfontconfig1 libdbus-1-3; do
   dpkg -s "$lib" >/dev/null 2>&1 || pkgs+=("$lib")

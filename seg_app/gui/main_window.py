@@ -320,6 +320,8 @@ class MainWindow(QMainWindow):
         self._rebuild_recent_menu()
         m.addSeparator()
         self.act_save_mask = self._action(m, "&Save mask as NIfTI...", self.save_mask_dialog, QKeySequence.StandardKey.Save)
+        self.act_save_seg = self._action(m, "Save mask as &DICOM SEG...", self.save_seg_dialog, "Ctrl+Alt+S",
+                                         "DICOM Segmentation referencing the source series (DICOM scans only)")
         self.act_save_meas = self._action(m, "Save &measurements (CSV/JSON)...", self.save_measurements_dialog, "Ctrl+Shift+S")
         self.act_save_shot = self._action(m, "Save screens&hot (PNG)...", self.save_screenshot_dialog, "Ctrl+P")
         m.addSeparator()
@@ -941,26 +943,56 @@ class MainWindow(QMainWindow):
 
     def save_mask(self, path: str) -> Job | None:
         """Write the mask aligned with the source scan (atomic; never over the source) in the background."""
-        if self.labels is None or self.volume is None or self.save_job is not None:
-            return None
         p = Path(path)
         if not p.name.lower().endswith((".nii", ".nii.gz")):
             p = p.with_name(p.name + ".nii.gz")
-        for src in self.volume.source_paths:
-            if Path(src).resolve() == p.resolve():
-                self.show_error(f"Refusing to save the mask to {p.name}: that would overwrite the source scan.")
-                return None
-        labels, reference = self.labels.with_array(self.labels.array.copy()), self.volume
 
-        def save(progress, cancel):
+        def write(labels, reference):
             from seg_app.core.io import save_labels
 
             return save_labels(labels, reference, p)
 
-        job = self.start_job(save, "saving")
+        return self._start_save(p, write, "save mask")
+
+    def save_seg_dialog(self) -> None:
+        if self.labels is None or self.volume is None:
+            self.show_error("There is no mask to save; segment the scan or paint one first.")
+            return
+        if not self.volume.series_uid:
+            self.show_error("DICOM SEG export needs a DICOM source scan; this scan was opened from NIfTI, so save the mask as NIfTI instead.")
+            return
+        path = self.ask_save_path("Save mask as DICOM SEG", f"{_safe_name(self.volume.name)}_seg.dcm", "DICOM (*.dcm)")
+        if path:
+            self.save_seg(path)
+
+    def save_seg(self, path: str) -> Job | None:
+        """Write the mask as a DICOM Segmentation referencing the source series (background, atomic)."""
+        p = Path(path)
+        if p.suffix.lower() != ".dcm":
+            p = p.with_name(p.name + ".dcm")
+        spec = self.checkpoint.spec if self.checkpoint is not None else None
+        edited = self.editor is not None and self.editor.can_undo
+
+        def write(labels, reference):
+            from seg_app.core.dicom_seg import export_dicom_seg
+
+            return export_dicom_seg(labels, reference, p, spec=spec, manually_edited=edited)
+
+        return self._start_save(p, write, "save DICOM SEG")
+
+    def _start_save(self, p: Path, write, what: str) -> Job | None:
+        """Run ``write(labels_copy, reference)`` in a job; refuse paths that are the source scan."""
+        if self.labels is None or self.volume is None or self.save_job is not None:
+            return None
+        for src in self.volume.source_paths:
+            if Path(src).resolve() == p.resolve():
+                self.show_error(f"Refusing to save to {p.name}: that would overwrite the source scan.")
+                return None
+        labels, reference = self.labels.with_array(self.labels.array.copy()), self.volume
+        job = self.start_job(lambda progress, cancel: write(labels, reference), "saving")
         self.save_job = job
         job.succeeded.connect(lambda out: self._on_saved(out))
-        job.failed.connect(lambda exc: self._report(exc, "save mask"))
+        job.failed.connect(lambda exc: self._report(exc, what))
         job.finished.connect(lambda: setattr(self, "save_job", None))
         job.start()
         return job
@@ -1144,6 +1176,7 @@ class MainWindow(QMainWindow):
         self.device_combo.setEnabled(not running)
         self.tta_check.setEnabled(not running)
         self.act_save_mask.setEnabled(self.labels is not None)
+        self.act_save_seg.setEnabled(self.labels is not None and has_scan and bool(self.volume.series_uid))
         self.act_save_meas.setEnabled(self.labels is not None)
         self.act_save_shot.setEnabled(has_scan)
         self.act_undo.setEnabled(self.editor is not None and self.editor.can_undo and not running)
