@@ -195,21 +195,35 @@ def test_resampled_grid_still_recovers_blob(ckpt_path):
     assert 2 * np.sum(fg & blob) / (fg.sum() + blob.sum()) > 0.9
 
 
-def test_crop_matches_uncropped_inside_the_head(ckpt_path):
-    vol, _ = head_with_blob()
+@pytest.mark.parametrize("affine", [np.diag([2.0, 2.0, 2.0, 1.0]), np.diag([-2.0, 2.0, -2.0, 1.0]), np.diag([2.0, 1.0, 2.0, 1.0])], ids=["ras", "flipped", "resampled"])
+def test_crop_matches_uncropped_inside_the_head(ckpt_path, affine, monkeypatch):
+    """The crop keeps MONAI's window grid, so results inside the head are the uncropped ones."""
+    from seg_app.core import preprocess
+
+    small, _ = head_with_blob(shape=(48, 44, 32), affine=affine)
+    arr = np.zeros((1, 96, 80, 56), np.float32)
+    arr[:, 30:78, 20:64, 12:44] = small.array  # lots of air around the head
+    vol = small.with_array(arr)
+    seen = []
+    real = preprocess.preprocess_volume
+    monkeypatch.setattr(preprocess, "preprocess_volume", lambda v, s: seen.append(v.shape) or real(v, s))
     a = Segmenter(ckpt_path, device="cpu", backend="torch").segment(vol).probabilities.array[0]
+    resampled = affine[1, 1] != 2.0
+    assert (seen[0] == vol.shape) == resampled  # on the model grid already: only the crop is preprocessed
+    assert np.all(a[vol.array[0] == 0] < 1) and np.all(a[:16] == 0)  # far from the head: background
     b = Segmenter(ckpt_path, device="cpu", backend="torch", crop_foreground=False).segment(vol).probabilities.array[0]
     head = vol.array[0] > 0
-    assert np.abs(a[head] - b[head]).max() < 0.05
-    assert np.mean((a[head] > 0.5) == (b[head] > 0.5)) > 0.98
+    np.testing.assert_allclose(a[head], b[head], atol=1e-5)
 
 
-def test_foreground_box_adds_margin_and_respects_roi():
-    spec = tiny_spec()
+def test_foreground_box_follows_the_window_grid():
+    spec = tiny_spec()  # ROI 16, overlap 0.5 -> windows every 8 voxels
     img = torch.zeros(1, 60, 50, 40)
     img[0, 30:33, 20:22, 5:6] = 1
     box = foreground_box(img, spec, margin=2)
-    assert box == (slice(24, 40), slice(13, 29), slice(0, 16))  # 7 voxels grown to the ROI, centred
+    # axis 0: fg+margin 28..35 -> windows starting 16, 24, 32 -> 16..48; axis 1: 18..24 -> 8..32 (starts 8, 16)
+    # axis 2: 3..8 -> window 0 -> 0..16
+    assert box == (slice(16, 48), slice(8, 32), slice(0, 16))
     assert foreground_box(img, tiny_spec(normalization=spec.normalization.__class__(scheme="none"))) is None
 
 

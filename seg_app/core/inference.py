@@ -4,8 +4,9 @@ Pipeline of :class:`Segmenter` (see ``docs/MEASUREMENTS.md`` for what the output
 
 1. the spec's preprocessing (:func:`seg_app.core.preprocess.preprocess_volume`: RAS, spacing,
    normalisation);
-2. crop to the bounding box of the non-background voxels (+ a margin) -- windows that would only see
-   air are skipped; outside the box the result is background;
+2. crop to the sliding windows that touch non-background voxels (on the uncropped window grid, so the
+   result inside the head is identical to an uncropped run) -- windows that would only see air are
+   skipped; outside the box the result is background;
 3. MONAI ``sliding_window_inference`` with the spec's ROI, overlap and Gaussian blending
    (:func:`sliding_window_probabilities`), optionally repeated on flipped copies (TTA);
 4. probabilities mapped back onto the **source grid** (index copy when the grids coincide up to an
@@ -41,8 +42,8 @@ CancelCheck = threading.Event | Callable[[], bool] | None
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 T = TypeVar("T")
 
-#: Voxels of margin (model grid) kept around the non-background bounding box.
-CROP_MARGIN = 8
+#: Voxels of margin (model grid) added around the non-background bounding box.
+CROP_MARGIN = 0
 
 
 def _is_cancelled(cancel: CancelCheck) -> bool:
@@ -51,6 +52,61 @@ def _is_cancelled(cancel: CancelCheck) -> bool:
     if isinstance(cancel, threading.Event):
         return cancel.is_set()
     return bool(cancel())
+
+
+def blend_windows(
+    network: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    spec: ModelSpec,
+    *,
+    sw_device: torch.device | str | None = None,
+    device: torch.device | str | None = None,
+    sw_batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck = None,
+) -> torch.Tensor:
+    """Gaussian-blended network outputs ``(1, L, I, J, K)`` of a batched image (MONAI sliding window).
+
+    Same arguments as :func:`sliding_window_probabilities`; the outputs are whatever ``network``
+    returns per window (logits), float32, blended linearly.
+    """
+    inf = spec.inference
+    bs = sw_batch_size or inf.sw_batch_size
+    state = {"done": 0}
+    total = count_windows(tuple(image.shape[2:]), inf.roi_size, inf.overlap)
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        if _is_cancelled(cancel):
+            raise Cancelled("Segmentation was cancelled.")
+        out = network(batch)
+        state["done"] = min(total, state["done"] + batch.shape[0])
+        if progress is not None:
+            progress(state["done"], total)
+        return out
+
+    with torch.inference_mode():
+        if _is_cancelled(cancel):
+            raise Cancelled("Segmentation was cancelled.")
+        out = sliding_window_inference(
+            image,
+            roi_size=inf.roi_size,
+            sw_batch_size=bs,
+            predictor=predictor,
+            overlap=inf.overlap,
+            mode=inf.blend_mode,
+            padding_mode="constant",
+            sw_device=sw_device,
+            device=device,
+        )
+        if isinstance(out, MetaTensor):
+            out = out.as_tensor()
+        return out if out.dtype == torch.float32 else out.float()
+
+
+def softmax_(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Softmax computed in place (no second full-size buffer)."""
+    logits.sub_(logits.amax(dim=dim, keepdim=True)).exp_()
+    return logits.div_(logits.sum(dim=dim, keepdim=True))
 
 
 def sliding_window_probabilities(
@@ -83,38 +139,11 @@ def sliding_window_probabilities(
     x = image if batched else image[None]
     if isinstance(x, MetaTensor):
         x = x.as_tensor()
-    inf = spec.inference
-    bs = sw_batch_size or inf.sw_batch_size
-    state = {"done": 0}
-    total = count_windows(tuple(x.shape[2:]), inf.roi_size, inf.overlap)
-
-    def predictor(batch: torch.Tensor) -> torch.Tensor:
-        if _is_cancelled(cancel):
-            raise Cancelled("Segmentation was cancelled.")
-        out = network(batch)
-        state["done"] = min(total, state["done"] + batch.shape[0])
-        if progress is not None:
-            progress(state["done"], total)
-        return out
-
+    logits = blend_windows(
+        network, x, spec, sw_device=sw_device, device=device, sw_batch_size=sw_batch_size, progress=progress, cancel=cancel
+    )
     with torch.inference_mode():
-        if _is_cancelled(cancel):
-            raise Cancelled("Segmentation was cancelled.")
-        logits = sliding_window_inference(
-            x,
-            roi_size=inf.roi_size,
-            sw_batch_size=bs,
-            predictor=predictor,
-            overlap=inf.overlap,
-            mode=inf.blend_mode,
-            padding_mode="constant",
-            sw_device=sw_device,
-            device=device,
-        )
-        if isinstance(logits, MetaTensor):
-            logits = logits.as_tensor()
-        probs = torch.softmax(logits.float(), dim=1)
-        del logits
+        probs = softmax_(logits, dim=1)
     return probs if batched else probs[0]
 
 
@@ -229,12 +258,64 @@ class SegmentationResult:
 
 
 # ---- geometry helpers ------------------------------------------------------------------------
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Start indices of MONAI's sliding windows along one axis (same rule as ``dense_patch_slices``)."""
+    if size <= roi:
+        return [0]
+    interval = max(int(roi * (1 - overlap)), 1)
+    n = int(math.ceil(float(size - roi) / interval)) + 1
+    return sorted({min(i * interval, size - roi) for i in range(n)})
+
+
+#: Windows touching the non-background box only with their outer band (this fraction of the ROI on a
+#: side, where the Gaussian blending weight is below exp(-4.5) ~ 1 % of the centre's) are skipped.
+WINDOW_EDGE_FRACTION = 0.125
+
+
+def _aligned_box(
+    bounds: Sequence[tuple[int, int] | None], shape: Sequence[int], spec: ModelSpec, margin: int
+) -> tuple[slice, slice, slice]:
+    """Union of the window-grid windows (of an image of ``shape``) whose inner part meets ``bounds``.
+
+    A window's inner part leaves out :data:`WINDOW_EDGE_FRACTION` of the ROI on each side (not at the
+    image border); ``bounds`` are grown by ``margin`` first.
+    """
+    box = []
+    for axis in range(3):
+        size, roi = int(shape[axis]), int(spec.inference.roi_size[axis])
+        starts = window_starts(size, roi, spec.inference.overlap)
+        b = bounds[axis]
+        lo, hi = (0, 1) if b is None else (b[0] - margin, b[1] + margin)  # all background: one window
+        edge = int(roi * WINDOW_EDGE_FRACTION)
+        used = [
+            p for p in starts
+            if (p if p == 0 else p + edge) < hi and (p + roi if p + roi >= size else p + roi - edge) > lo
+        ] or starts[:1]
+        box.append(slice(min(used), min(size, max(used) + roi)))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def _bounds(fg: np.ndarray | torch.Tensor) -> list[tuple[int, int] | None]:
+    """Per axis, [first, last + 1) of the True voxels of a 3D mask (None when empty)."""
+    out: list[tuple[int, int] | None] = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        if isinstance(fg, torch.Tensor):
+            nz = torch.nonzero(fg.any(dim=other)).flatten().tolist()
+        else:
+            nz = np.flatnonzero(fg.any(axis=other)).tolist()
+        out.append((nz[0], nz[-1] + 1) if nz else None)
+    return out
+
+
 def foreground_box(image: torch.Tensor, spec: ModelSpec, margin: int = CROP_MARGIN) -> tuple[slice, slice, slice] | None:
-    """Box (model grid) around voxels that are not background after normalisation, or None for all.
+    """Box (model grid) made of the sliding windows that touch non-background voxels, or None for all.
 
     Background is exactly 0 after ``zscore_nonzero`` (zeros are not normalised) and 0 after
-    ``ct_window`` (at or below the window's low end). With ``none`` nothing is cropped. The box grows
-    by ``margin`` voxels and to at least the ROI size (when the image allows).
+    ``ct_window`` (at or below the window's low end). With ``none`` nothing is cropped. The box is the
+    union of the windows of the *uncropped* image's window grid that overlap the non-background box
+    grown by ``margin``; it starts on that grid, so MONAI places the same windows inside it and every
+    voxel of the grown box gets exactly the same blended result as without cropping.
     """
     scheme = spec.normalization.scheme
     if scheme == "zscore_nonzero":
@@ -243,24 +324,54 @@ def foreground_box(image: torch.Tensor, spec: ModelSpec, margin: int = CROP_MARG
         fg = (image > 0).any(dim=0)
     else:
         return None
-    shape = tuple(fg.shape)
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        nz = torch.nonzero(fg.any(dim=other)).flatten()
-        if nz.numel() == 0:
-            return tuple(slice(0, min(s, r)) for s, r in zip(shape, spec.inference.roi_size))  # type: ignore[return-value]
-        lo, hi = int(nz[0]) - margin, int(nz[-1]) + 1 + margin
-        need = min(spec.inference.roi_size[axis], shape[axis])
-        if hi - lo < need:
-            extra = need - (hi - lo)
-            lo -= extra // 2
-            hi += extra - extra // 2
-        lo, hi = max(0, lo), min(shape[axis], hi)
-        if hi - lo < need:  # pushed against one side
-            lo, hi = (0, need) if lo == 0 else (shape[axis] - need, shape[axis])
-        box.append(slice(lo, hi))
-    return tuple(box)  # type: ignore[return-value]
+    return _aligned_box(_bounds(fg), tuple(fg.shape), spec, margin)
+
+
+def _source_crop(volume: Volume, spec: ModelSpec, margin: int = CROP_MARGIN) -> tuple[Volume, tuple[int, ...]] | None:
+    """Crop the *source* when its grid already is the model grid up to an axis permutation/flip.
+
+    Then preprocessing the crop gives exactly :func:`foreground_box`'s crop of the fully preprocessed
+    image, without ever building the full-size float copies. Returns (cropped volume, expected
+    model-grid shape), or None when the spec resamples or does not crop.
+    """
+    import nibabel as nib
+
+    scheme = spec.normalization.scheme
+    if scheme == "none":
+        return None
+    ornt = nib.orientations.io_orientation(volume.affine)
+    target = nib.orientations.axcodes2ornt(spec.orientation)
+    tr = nib.orientations.ornt_transform(ornt, target)  # source axis a -> model axis tr[a, 0], flip tr[a, 1]
+    src_to_model = [int(t) for t in tr[:, 0]]
+    flip = [t < 0 for t in tr[:, 1]]
+    model_axis_src = [src_to_model.index(r) for r in range(3)]
+    model_spacing = [volume.spacing[model_axis_src[r]] for r in range(3)]
+    if not np.allclose(model_spacing, spec.target_spacing, rtol=1e-5, atol=1e-6):
+        return None
+    arr = volume.array
+    if scheme == "zscore_nonzero":
+        fg = np.any(arr != 0, axis=0)
+    else:
+        assert spec.normalization.window is not None
+        fg = np.any(arr > spec.normalization.window[0], axis=0)
+    src_bounds = _bounds(fg)
+    del fg
+    model_shape = [volume.shape[model_axis_src[r]] for r in range(3)]
+    model_bounds: list[tuple[int, int] | None] = []
+    for r in range(3):
+        a = model_axis_src[r]
+        b = src_bounds[a]
+        if b is not None and flip[a]:
+            b = (volume.shape[a] - b[1], volume.shape[a] - b[0])
+        model_bounds.append(b)
+    mbox = _aligned_box(model_bounds, model_shape, spec, margin)
+    sbox = []
+    for a in range(3):
+        m = mbox[src_to_model[a]]
+        lo, hi = (volume.shape[a] - m.stop, volume.shape[a] - m.start) if flip[a] else (m.start, m.stop)
+        sbox.append(slice(lo, hi))
+    sub = volume.with_array(arr[(slice(None), *sbox)], affine=_shift_affine(volume.affine, [b.start for b in sbox]))
+    return sub, tuple(m.stop - m.start for m in mbox)
 
 
 def _shift_affine(affine: np.ndarray, offset: Sequence[int]) -> np.ndarray:
@@ -393,7 +504,7 @@ class Segmenter:
         backend: ``auto`` (ONNX Runtime on the CPU when available, matching and faster), ``torch`` or
             ``onnxruntime``.
         crop_foreground: skip windows outside the non-background box (see :func:`foreground_box`).
-        sw_batch_size: windows per network call (default: the spec's).
+        sw_batch_size: windows per network call (default: 1 on the CPU, the spec's on GPUs).
     """
 
     def __init__(
@@ -419,7 +530,8 @@ class Segmenter:
         self.tta = bool(tta)
         self.backend = backend
         self.crop_foreground = crop_foreground
-        self.sw_batch_size = int(sw_batch_size or self.spec.inference.sw_batch_size)
+        # CPU: one window per call is as fast per window and needs half the activation memory
+        self.sw_batch_size = int(sw_batch_size or (1 if self.device.type == "cpu" else self.spec.inference.sw_batch_size))
         self.threads = configure_cpu_threads()
         net = build_network(self.spec)
         net.load_state_dict(ckpt.state_dict, strict=True)
@@ -474,7 +586,7 @@ class Segmenter:
             IncompatibleInputError: wrong channel count, NaN/inf values, empty dimension.
             Cancelled: ``cancel`` was set (checked between window batches); nothing is kept.
         """
-        from seg_app.core.preprocess import preprocess_volume
+        from seg_app.core.preprocess import check_compatible
 
         with self._lock:
             t0 = time.perf_counter()
@@ -482,23 +594,14 @@ class Segmenter:
             if _is_cancelled(cancel):
                 raise Cancelled("Segmentation was cancelled.")
             spec = self.spec
-            with torch.inference_mode():
-                pre = preprocess_volume(volume, spec)  # raises IncompatibleInputError
-            model_affine = np.asarray(pre.affine, dtype=np.float64)
-            x = pre.as_tensor()
-            del pre
-            small = [s for s, r in zip(x.shape[1:], spec.inference.roi_size) if s < r]
+            check_compatible(volume, spec)  # channels, NaN/inf: clear typed errors first
+            x, crop_affine, full_shape = self._preprocess(volume)
+            small = [s for s, r in zip(full_shape, spec.inference.roi_size) if s < r]
             if small:
                 warnings.append(
-                    f"The scan ({'x'.join(map(str, x.shape[1:]))} voxels at the model's spacing) is smaller than the "
+                    f"The scan ({'x'.join(map(str, full_shape))} voxels at the model's spacing) is smaller than the "
                     f"model's window ({'x'.join(map(str, spec.inference.roi_size))}); it was padded."
                 )
-            box = foreground_box(x, spec) if self.crop_foreground else None
-            if box is not None:
-                x = x[(slice(None), *box)].contiguous()
-                crop_affine = _shift_affine(model_affine, [s.start for s in box])
-            else:
-                crop_affine = model_affine
             flips: list[tuple[int, ...]] = [()] + ([(1,), (2,), (3,)] if self.tta else [])
             per_pass = count_windows(tuple(x.shape[1:]), spec.inference.roi_size, spec.inference.overlap)
             total = per_pass * len(flips)
@@ -506,10 +609,18 @@ class Segmenter:
             onnx_pred = self._onnx_predictor() if self.device.type == "cpu" else None
             device_name = "onnxruntime-cpu" if onnx_pred is not None else self.device.type
 
+            binary = spec.out_channels == 2
+
             @torch.inference_mode()
             def run(dev: torch.device, bs: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-                predictor: Predictor = onnx_pred if (onnx_pred is not None and dev.type == "cpu") else self._torch_predictor(dev)
-                stitch = self._stitch_device(dev, x, spec.out_channels)
+                base: Predictor = onnx_pred if (onnx_pred is not None and dev.type == "cpu") else self._torch_predictor(dev)
+                if binary:  # blend l1 - l0 (blending is linear): softmax = sigmoid of the blended difference
+                    def predictor(b: torch.Tensor) -> torch.Tensor:
+                        out = base(b)
+                        return out[:, 1:2] - out[:, 0:1]
+                else:
+                    predictor = base
+                stitch = self._stitch_device(dev, x, 1 if binary else spec.out_channels)
                 acc: torch.Tensor | None = None
                 votes: list[torch.Tensor] = []
                 for n, axes in enumerate(flips):
@@ -518,20 +629,21 @@ class Segmenter:
                             progress(_n * per_pass + done, total)
 
                     xi = torch.flip(x, axes) if axes else x
-                    p = sliding_window_probabilities(
-                        predictor, xi, spec, sw_device=dev, device=stitch, sw_batch_size=bs, progress=prog, cancel=cancel
-                    ).to("cpu")
+                    p = blend_windows(
+                        predictor, xi[None], spec, sw_device=dev, device=stitch, sw_batch_size=bs, progress=prog, cancel=cancel
+                    )[0].to("cpu")
+                    p = p.sigmoid_() if binary else softmax_(p, dim=0)  # (1 or L, ...) probabilities
                     if axes:
                         p = torch.flip(p, axes)
                     if self.tta:
-                        votes.append(torch.argmax(p, dim=0).to(torch.uint8))
+                        votes.append((p[0] > 0.5).to(torch.uint8) if binary else torch.argmax(p, dim=0).to(torch.uint8))
                     acc = p if acc is None else acc.add_(p)
                 assert acc is not None
                 if len(flips) > 1:
                     acc /= len(flips)
                 agree = None
                 if self.tta:
-                    final = torch.argmax(acc, dim=0).to(torch.uint8)
+                    final = (acc[0] > 0.5).to(torch.uint8) if binary else torch.argmax(acc, dim=0).to(torch.uint8)
                     agree = torch.stack([v == final for v in votes]).float().mean(dim=0)
                 return acc, agree
 
@@ -546,8 +658,8 @@ class Segmenter:
             # back to the source grid: labels + foreground probability (+ agreement)
             n_lab = spec.out_channels
             values = np.array([lab.value for lab in spec.labels], dtype=np.uint8)
-            if n_lab == 2:
-                fg = to_source_grid(probs[1:2], crop_affine, volume, fill=[0.0])
+            if binary:
+                fg = to_source_grid(probs, crop_affine, volume, fill=[0.0])
                 labels = np.where(fg[0] > 0.5, values[1], values[0]).astype(np.uint8)
             else:
                 full = to_source_grid(probs, crop_affine, volume, fill=[1.0] + [0.0] * (n_lab - 1))
@@ -573,6 +685,41 @@ class Segmenter:
                 warnings=tuple(warnings),
                 agreement=agree_vol,
             )
+
+    def _preprocess(self, volume: Volume) -> tuple[torch.Tensor, np.ndarray, tuple[int, ...]]:
+        """Preprocessed (and cropped) image, its affine, and the uncropped model-grid shape."""
+        from seg_app.core.preprocess import preprocess_volume
+
+        spec = self.spec
+        if self.crop_foreground:
+            fast = _source_crop(volume, spec)
+            if fast is not None:
+                sub, expected = fast
+                with torch.inference_mode():
+                    pre = preprocess_volume(sub, spec)
+                aff = np.asarray(pre.affine, dtype=np.float64)
+                if tuple(pre.shape[1:]) == expected and _index_map(aff, sub.affine) is not None:
+                    return pre.as_tensor(), aff, self._model_shape(volume, aff)
+                del pre  # unexpected grid: fall back to the general path
+        with torch.inference_mode():
+            pre = preprocess_volume(volume, spec)
+        model_affine = np.asarray(pre.affine, dtype=np.float64)
+        x = pre.as_tensor()
+        del pre
+        full_shape = tuple(int(v) for v in x.shape[1:])
+        box = foreground_box(x, spec) if self.crop_foreground else None
+        if box is None:
+            return x, model_affine, full_shape
+        return x[(slice(None), *box)].contiguous(), _shift_affine(model_affine, [b.start for b in box]), full_shape
+
+    @staticmethod
+    def _model_shape(volume: Volume, model_affine: np.ndarray) -> tuple[int, ...]:
+        """Shape of the whole scan on the model grid when that grid is a permutation of the source grid."""
+        mapping = _index_map(volume.affine, model_affine)  # source voxel -> model voxel
+        if mapping is None:
+            return volume.shape
+        perm = mapping[0]
+        return tuple(volume.shape[perm[r]] for r in range(3))
 
     @staticmethod
     def _stitch_device(dev: torch.device, x: torch.Tensor, n_labels: int) -> torch.device:

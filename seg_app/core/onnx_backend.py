@@ -120,6 +120,8 @@ class OnnxPredictor:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        if os.environ.get("SEG_APP_ORT_ARENA", "0") != "1":
+            opts.enable_cpu_mem_arena = False  # peak memory: activations are freed, not pooled
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
