@@ -38,6 +38,7 @@ def app_dir() -> Path:
 
 def bundle_check() -> dict:
     """What the packaging smoke test asserts about the frozen app; ``problems`` lists failed checks."""
+    import importlib
     import importlib.util
 
     problems: list[str] = []
@@ -102,12 +103,13 @@ def bundle_check() -> dict:
     report["unwanted_modules"] = present
     if present:
         problems.append(f"modules that should be excluded are bundled: {', '.join(present)}")
-    try:
-        import onnxruntime
-
-        report["onnxruntime"] = onnxruntime.__version__
-    except ImportError as exc:
-        problems.append(f"onnxruntime not importable: {exc}")
+    for name in ("onnxruntime", "onnx", "highdicom", "cc3d", "skimage.measure", "seg_app.core.dicom_seg",
+                 "seg_app.gui.main_window"):  # imported lazily by the app: must be importable
+        try:
+            module = importlib.import_module(name)
+            report["versions"].setdefault(name, getattr(module, "__version__", "ok"))
+        except Exception as exc:  # noqa: BLE001 - any import failure is a packaging problem
+            problems.append(f"{name} not importable: {type(exc).__name__}: {exc}")
     report["problems"] = problems
     return report
 
