@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 SAMPLE ?= sample_scans/brain_tumour_mri.nii.gz
 PYTEST_ARGS ?=
 
-.PHONY: run install install-test system-deps test bench package clean-venv
+.PHONY: run install install-test system-deps test bench package package-smoke clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ bench: install-test
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_train.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/bench_gui.py
+
+# Standalone installer (docs/PACKAGING.md): PyInstaller bundle dist/seg-app/ + .deb + .tar.gz, then the
+# smoke test of the frozen app (predict on the samples, screenshot, .deb launcher, startup time).
+package: install
+	$(BIN)/python -m pip install -q -e ".[package]"
+	$(BIN)/python packaging/build.py $(PACKAGE_ARGS)
+
+package-smoke: package
+	PYTHON=$(BIN)/python bash scripts/package_smoke.sh
 
 clean-venv:
 	rm -rf $(VENV)
