@@ -103,3 +103,21 @@ def test_deb_layout_and_launcher(build, tmp_path):
     out = subprocess.run([str(root / "usr" / "bin" / "seg-app"), "--version"], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "fake seg-app --version"
+
+
+def test_runtime_hook_pins_monai_version_from_metadata():
+    """The frozen app's MONAI version comes from distribution metadata (what the runtime hook does)."""
+    import sys
+
+    code = (
+        f"exec(open({str(PKG / 'hooks' / 'rthook_seg_app.py')!r}).read())\n"
+        "import monai\n"
+        "from importlib import metadata\n"
+        "assert monai.__version__ == metadata.version('monai'), monai.__version__\n"
+        "import sys\n"
+        "assert 'bundled distribution metadata' in sys.modules['monai._version'].__doc__\n"
+        "print(monai.__version__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip()[0].isdigit()
