@@ -2,8 +2,9 @@
 
 Where the ONNX model comes from, in order:
 
-1. ``<checkpoint stem>.onnx`` beside the checkpoint (e.g. written by ``seg-train export``), used only
-   when its metadata property ``checkpoint_sha256`` equals the checkpoint file's SHA-256;
+1. ``<checkpoint stem>.onnx`` beside the checkpoint (e.g. written by ``seg-train export``): used when
+   its metadata property ``checkpoint_sha256`` equals the checkpoint file's SHA-256, or, without that
+   property, only after the automatic accuracy check below (a file from other weights fails it);
 2. the cache ``$SEG_APP_CACHE/onnx/<sha256>.onnx`` (default ``~/.cache/seg_app``), exported from the
    checkpoint's network on first use (legacy TorchScript exporter, dynamic batch axis).
 
@@ -103,6 +104,8 @@ def _add_metadata(path: Path, props: dict[str, str]) -> None:
         return
     model = onnx.load(str(path))
     for k, v in props.items():
+        if not v:
+            continue
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
     onnx.save(model, str(path))
@@ -137,7 +140,7 @@ class OnnxPredictor:
         return torch.from_numpy(out)
 
 
-def _beside_checkpoint(checkpoint: Checkpoint, sha256: str) -> Path | None:
+def _beside_checkpoint(checkpoint: Checkpoint, sha256: str, allow_unsigned: bool) -> Path | None:
     if not checkpoint.path:
         return None
     cand = Path(checkpoint.path).with_suffix(".onnx")
@@ -147,7 +150,8 @@ def _beside_checkpoint(checkpoint: Checkpoint, sha256: str) -> Path | None:
         meta = OnnxPredictor(cand).metadata
     except Exception:  # noqa: BLE001 - an unreadable file is simply not used
         return None
-    return cand if meta.get("checkpoint_sha256") == sha256 else None
+    signed = meta.get("checkpoint_sha256")
+    return cand if signed == sha256 or (signed is None and allow_unsigned) else None
 
 
 def compare_backends(network: torch.nn.Module, predictor: OnnxPredictor, spec: ModelSpec, repeats: int = 2) -> dict[str, Any]:
@@ -180,15 +184,19 @@ def predictor_for(
     if not available():
         return None
     sha = checkpoint_sha256(checkpoint)
-    path = _beside_checkpoint(checkpoint, sha)
-    if path is None:
+    path = _beside_checkpoint(checkpoint, sha, allow_unsigned=check)
+    key = sha
+    if path is not None:
+        st = path.stat()
+        key = f"{sha}-beside-{st.st_size}-{st.st_mtime_ns}"
+    else:
         path = cache_dir() / f"{sha}.onnx"
         if not path.is_file():
             export_onnx(network, spec, path, sha)
     pred = OnnxPredictor(path, threads)
     if not check:
         return pred
-    verdict_path = cache_dir() / f"{sha}.threads{threads}.json"
+    verdict_path = cache_dir() / f"{key}.threads{threads}.json"
     verdict: dict[str, Any] | None = None
     if verdict_path.is_file():
         try:
