@@ -32,8 +32,6 @@ _TRAIN_FLAGS = {
 
 
 def _train(a: argparse.Namespace) -> int:
-    import dataclasses
-
     import torch
 
     from training.train import TrainConfig, load_config_file, train
@@ -61,8 +59,6 @@ def _train(a: argparse.Namespace) -> int:
         raise SegAppError("train needs --data and --out (or both in the config file).")
     values["command"] = "seg-train " + " ".join(shlex.quote(x) for x in a.argv)
     cfg = TrainConfig.from_mapping(values)
-    if a.resume:
-        cfg = dataclasses.replace(cfg, epochs=values.get("epochs", cfg.epochs))
     try:
         result = train(cfg, resume=a.resume, all_folds=all_folds)
     finally:

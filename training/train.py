@@ -262,9 +262,9 @@ def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_sc
 def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     if not history:
         return
-    cols = list(history[0].keys())
+    cols = list(dict.fromkeys(k for row in history for k in row))
     with atomic_write(run_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
+        w = csv.DictWriter(fh, fieldnames=cols, restval="")
         w.writeheader()
         w.writerows(history)
 
@@ -358,8 +358,10 @@ def train(cfg: TrainConfig, resume: bool = False, all_folds: bool = False, on_ep
         if not saved.is_file():
             raise DatasetError(f"Cannot resume: {saved} does not exist.")
         old = json.loads(saved.read_text())
-        for k in ("epochs", "workers", "device", "progress", "max_minutes"):
-            old[k] = getattr(cfg, k)
+        default = TrainConfig()
+        for k in ("epochs", "workers", "device", "progress", "max_minutes"):  # may change on resume
+            if getattr(cfg, k) != getattr(default, k):
+                old[k] = getattr(cfg, k)
         cfg = TrainConfig.from_mapping(old)
     info = read_dataset(cfg.data)
     env = dist_env()
@@ -462,7 +464,7 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    start_epoch, best, best_epoch, history, elapsed_before = 0, -1.0, -1, [], 0.0
+    start_epoch, best, best_epoch, history, elapsed_before, cpu_before = 0, -1.0, -1, [], 0.0, 0.0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume and last_path.is_file():
         ck = load_checkpoint(last_path)
@@ -477,20 +479,25 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
         start_epoch, best, best_epoch = int(ts["epoch"]), float(ts["best_dice"]), int(ts["best_epoch"])
         history = list(ts.get("history", []))
         elapsed_before = float(ts.get("elapsed_s", 0.0))
+        cpu_before = float(ts.get("cpu_s", 0.0))
         _set_rng_state(ts["rng"])
     elif resume:
         raise DatasetError(f"Cannot resume: {last_path} does not exist.")
 
     tb = _tensorboard(run_dir) if env.is_main else None
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     epoch = start_epoch
+
+    def cpu_s() -> float:
+        """CPU seconds of this process over all threads (wall time is inflated on a shared machine)."""
+        return round(cpu_before + time.process_time() - cpu_start, 1)
 
     def training_state(completed: int, interrupted: bool = False) -> dict[str, Any]:
         return {
             "epoch": completed, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict() if use_amp else {}, "best_dice": best, "best_epoch": best_epoch,
             "history": history, "rng": _rng_state(), "elapsed_s": elapsed_before + time.perf_counter() - t_start,
-            "interrupted_mid_epoch": interrupted, "fold": cfg.fold if cfg.folds else -1,
+            "cpu_s": cpu_s(), "interrupted_mid_epoch": interrupted, "fold": cfg.fold if cfg.folds else -1,
         }
 
     def spec_now() -> ModelSpec:
@@ -498,7 +505,7 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
                              "n_val_cases": len(val_files), "n_train_cases": len(train_files)}
         if cfg.folds:
             m["fold"], m["folds"] = cfg.fold, cfg.folds
-        tr = dict(spec.training, training_time_s=round(elapsed_before + time.perf_counter() - t_start, 1),
+        tr = dict(spec.training, training_time_s=round(elapsed_before + time.perf_counter() - t_start, 1), cpu_time_s=cpu_s(),
                   epochs_done=epoch, threads=n_threads, world_size=env.world_size, device=device.type)
         return spec.with_updates(metrics=m, training=tr)
 
@@ -542,7 +549,7 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
                 history.append({
                     "epoch": epoch + 1, "train_loss": round(mean_loss, 5), "val_dice": round(val_dice, 5) if val_dice != "" else "",
                     "lr": opt.param_groups[0]["lr"], "epoch_s": round(dt, 2), "iters_per_s": round(len(losses) / dt, 3) if dt else 0,
-                    "elapsed_s": round(elapsed_before + time.perf_counter() - t_start, 1),
+                    "elapsed_s": round(elapsed_before + time.perf_counter() - t_start, 1), "cpu_s": cpu_s(),
                 })
                 epoch += 1  # epochs completed
                 if improved or (val_loader is None and epoch == cfg.epochs):
