@@ -233,7 +233,7 @@ def deterministic_transforms(spec: ModelSpec) -> list:
         CastToTyped(keys=["label"], dtype=np.uint8),
         SpatialPadd(keys=["image", "label"], spatial_size=list(spec.inference.roi_size), mode="constant"),
         FgBgToIndicesd(keys="label", fg_postfix="_fg", bg_postfix="_bg", image_key="image"),
-        EnsureTyped(keys=["image", "label"], track_meta=False),
+        EnsureTyped(keys=["image", "label", "label_fg", "label_bg"], track_meta=False, allow_missing_keys=True),
     ]
 
 

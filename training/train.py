@@ -442,8 +442,10 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
     det = deterministic_transforms(spec)
     rand = random_transforms(spec, cfg.samples_per_case, cfg.pos_fraction, cfg.augment)
     rand.insert(1, DeleteItemsd(keys=["label_fg", "label_bg"]))
+    # copy_cache=False: the random part never writes into the cached tensors (crops are re-made by the
+    # following transforms), so the per-item deep copy of the volume and its crop indices is skipped.
     train_ds = CacheDataset(train_files, Compose(det + rand), cache_rate=cfg.cache_rate, num_workers=max(1, n_threads),
-                            progress=cfg.progress and env.is_main)
+                            progress=cfg.progress and env.is_main, copy_cache=False)
     sampler = DistributedSampler(train_ds, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed, drop_last=False)
     gen = torch.Generator()
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
@@ -485,6 +487,9 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
         raise DatasetError(f"Cannot resume: {last_path} does not exist.")
 
     tb = _tensorboard(run_dir) if env.is_main else None
+    from monai.data import set_track_meta
+
+    set_track_meta(False)  # after caching: random transforms and the network need no metadata (faster)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     epoch = start_epoch
 
@@ -581,6 +586,7 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
             _write_metrics(run_dir, history)
         raise TrainingInterrupted(f"Training interrupted at epoch {epoch + 1}; {last_path} was saved (resume with --resume).") from None
     finally:
+        set_track_meta(True)
         if tb is not None:
             tb.close()
     if env.is_main and history:
