@@ -27,6 +27,7 @@ from typing import Any
 
 import cc3d
 import numpy as np
+from nibabel import orientations as nib_orientations
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
@@ -173,8 +174,45 @@ def axial_axis(affine: np.ndarray) -> int:
     return best_axis
 
 
+def _diameter_directions(points: np.ndarray, rel_tol: float = 1e-9) -> tuple[float, list[np.ndarray]]:
+    """Largest pairwise distance of 2D ``points`` and the unit direction of every pair reaching it.
+
+    Several pairs can tie (squares, discs on a grid); callers break ties on a criterion that does
+    not depend on how the grid is flipped or permuted.
+    """
+    hv = _hull_vertices(points)
+    if len(hv) < 2:
+        return 0.0, []
+    d = cdist(hv, hv)
+    best = float(d.max())
+    if best <= 0:
+        return 0.0, []
+    ii, jj = np.nonzero(np.triu(d >= best * (1 - rel_tol), k=1))
+    return best, [(hv[j] - hv[i]) / d[i, j] for i, j in zip(ii, jj)]
+
+
+def _perpendicular_extent(pts2: np.ndarray, u: np.ndarray, width: float) -> float:
+    """Longest extent of ``pts2`` perpendicular to unit vector ``u``, in strips ``width`` wide along ``u``.
+
+    Strips are centred on the points' mid-extent along ``u`` so a mirrored lesion gets mirrored strips.
+    """
+    v = np.array([-u[1], u[0]])
+    pu, pv = pts2 @ u, pts2 @ v
+    centre = 0.5 * (pu.min() + pu.max())
+    bins = np.floor((pu - centre) / width + 0.5).astype(np.int64)
+    o = np.argsort(bins, kind="stable")
+    bins, pv = bins[o], pv[o]
+    bstart = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    extent = np.maximum.reduceat(pv, bstart) - np.minimum.reduceat(pv, bstart)
+    return float(extent.max())
+
+
 def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, float]:
-    """(long axis, short axis) in mm of a cropped mask, in slices perpendicular to ``axis``."""
+    """(long axis, short axis) in mm of a cropped mask, in slices perpendicular to ``axis``.
+
+    When several long axes tie (in one slice or across slices), the one with the longest
+    perpendicular short axis wins, so the result does not depend on array order or flips.
+    """
     b, c = [x for x in range(3) if x != axis]
     pts = _run_end_points(mask, axes=(b, c))  # per slice: same 2D hull as the slice's boundary
     if len(pts) == 0:
@@ -188,28 +226,22 @@ def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, f
     slices, plane2d = slices[order], plane2d[order]
     starts = np.flatnonzero(np.r_[True, slices[1:] != slices[:-1]])
     ends = np.r_[starts[1:], len(slices)]
-    best_len, best_u, best_slice = -1.0, None, 0
-    for s, e in zip(starts, ends):
-        d, p, r = _farthest_pair(plane2d[s:e])
-        if d > best_len:
-            best_len, best_slice = d, int(slices[s])
-            best_u = (r - p) / d if d > 0 else None
-    if best_len <= 0 or best_u is None:
-        return max(best_len, 0.0), 0.0
-    # short axis: longest extent perpendicular to the long axis, from that slice's full boundary
-    sl = [slice(None)] * 3
-    sl[axis] = slice(best_slice, best_slice + 1)
-    one = _boundary_points(mask[tuple(sl)], axes=(b, c))
-    pts2 = one[:, [b, c]] @ to2d
-    v = np.array([-best_u[1], best_u[0]])
-    pu, pv = pts2 @ best_u, pts2 @ v
+    per_slice = [(int(slices[s]), *_diameter_directions(plane2d[s:e])) for s, e in zip(starts, ends)]
+    best_len = max(d for _, d, _ in per_slice)
+    if best_len <= 0:
+        return 0.0, 0.0
     width = float(max(np.linalg.norm(lin[:, b]), np.linalg.norm(lin[:, c])))
-    bins = np.floor((pu - pu.min()) / width).astype(np.int64)
-    o = np.argsort(bins, kind="stable")
-    bins, pv = bins[o], pv[o]
-    bstart = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
-    extent = np.maximum.reduceat(pv, bstart) - np.minimum.reduceat(pv, bstart)
-    return float(best_len), float(min(extent.max(), best_len))
+    best_short = 0.0
+    for k, d, dirs in per_slice:
+        if d < best_len * (1 - 1e-9):
+            continue
+        # short axis: longest extent perpendicular to the long axis, from that slice's full boundary
+        sl = [slice(None)] * 3
+        sl[axis] = slice(k, k + 1)
+        pts2 = _boundary_points(mask[tuple(sl)], axes=(b, c))[:, [b, c]] @ to2d
+        for u in dirs:
+            best_short = max(best_short, _perpendicular_extent(pts2, u, width))
+    return float(best_len), float(min(best_short, best_len))
 
 
 #: Gaussian pre-smoothing (voxels) of the mask before marching cubes; removes most of the staircase
@@ -236,17 +268,32 @@ def _surface_area_mm2(mask: np.ndarray, lin: np.ndarray) -> float:
     stereological face-count estimate instead: 2/3 of the total area of the boundary voxel faces
     (exact on average for isotropically oriented surfaces).
     """
+    # Marching cubes resolves ambiguous cubes differently when the array is flipped or its axes are
+    # permuted; meshing the mask in its closest-canonical (RAS) array order makes the area a property
+    # of the physical object, not of the array layout.
+    aff = np.eye(4)
+    aff[:3, :3] = lin
+    ornt = nib_orientations.io_orientation(aff)
+    lin = (aff @ nib_orientations.inv_ornt_aff(ornt, mask.shape))[:3, :3]
+    mask = nib_orientations.apply_orientation(mask, ornt)
     counts = _face_counts(mask)
-    if sum(counts) > MAX_MESH_FACES:
+
+    def face_count_estimate() -> float:
         face_mm2 = [float(np.linalg.norm(np.cross(lin[:, b], lin[:, c]))) for b, c in ((1, 2), (0, 2), (0, 1))]
         return float(sum(n * f for n, f in zip(counts, face_mm2)) * 2.0 / 3.0)
+
+    if sum(counts) > MAX_MESH_FACES:
+        return face_count_estimate()
     from skimage.measure import marching_cubes, mesh_surface_area
 
     padded = np.pad(mask, 2).astype(np.float32)
     if SURFACE_SMOOTHING_VOXELS > 0:
-        smooth = ndimage.gaussian_filter(padded, SURFACE_SMOOTHING_VOXELS)
-        if smooth.max() > 0.55:  # tiny/thin lesions would vanish: keep them unsmoothed
-            padded = smooth
+        padded = ndimage.gaussian_filter(padded, SURFACE_SMOOTHING_VOXELS)
+        if padded.max() <= 0.55:
+            # tiny/thin lesions would vanish when smoothed, and marching cubes on the raw binary mask
+            # resolves ambiguous cubes differently on flipped grids (up to ~10 %): use the
+            # orientation-independent face-count estimate instead
+            return face_count_estimate()
     verts, faces, _, _ = marching_cubes(padded, level=0.5, allow_degenerate=False)
     return float(mesh_surface_area(verts @ lin.T, faces))
 
