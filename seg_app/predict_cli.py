@@ -1,16 +1,15 @@
 """``seg-app predict``: segment scans headless and write masks + measurements.
 
     seg-app predict INPUT... [--model CKPT] [--out DIR] [--device auto|cpu|cuda] [--tta]
-                    [--series UID] [--format nifti,json,csv] [--verbose]
+                    [--series UID] [--format nifti,json,csv,seg] [--verbose]
 
 For each input (NIfTI file, DICOM file or DICOM folder) it writes, into ``--out``:
-``<name>_labels.nii.gz``, ``<name>_measurements.json`` and ``<name>_measurements.csv``. All files of
+``<name>_labels.nii.gz``, ``<name>_measurements.json`` and ``<name>_measurements.csv`` (and\n``<name>_seg.dcm``, a DICOM SEG, with ``--format ...,seg`` for DICOM sources). All files of
 one scan are first written under temporary names and only renamed once every one of them succeeded, so
 a failing scan leaves nothing behind. Exit status: 0 when every scan succeeded, 1 when any failed,
 2 for a bad command line or an unusable model.
 
-Output formats are a registry (:data:`FORMATS`): adding one (e.g. DICOM SEG) is one writer function
-and one entry.
+Output formats are a registry (:data:`FORMATS`): adding one is one writer function and one entry.
 """
 
 from __future__ import annotations
@@ -63,12 +62,19 @@ def _write_csv(o: ScanOutputs, path: Path) -> None:
     save_measurements_csv(path, o.lesions)
 
 
-#: format name -> (file name suffix after ``<name>``, writer). ``seg`` (DICOM SEG) plugs in here:
-#: ``FORMATS["seg"] = ("_seg.dcm", _write_dicom_seg)`` with a writer calling ``seg_app.core.dicom_seg``.
+def _write_dicom_seg(o: ScanOutputs, path: Path) -> None:
+    """DICOM SEG referencing the source series (refused with one clear line for NIfTI sources)."""
+    from seg_app.core.dicom_seg import export_dicom_seg
+
+    export_dicom_seg(o.result.labels, o.volume, path, spec=o.result.spec)
+
+
+#: format name -> (file name suffix after ``<name>``, writer).
 FORMATS: dict[str, tuple[str, Writer]] = {
     "nifti": ("_labels.nii.gz", _write_nifti),
     "json": ("_measurements.json", _write_json),
     "csv": ("_measurements.csv", _write_csv),
+    "seg": ("_seg.dcm", _write_dicom_seg),
 }
 DEFAULT_FORMATS = "nifti,json,csv"
 

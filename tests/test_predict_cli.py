@@ -122,7 +122,7 @@ def test_bad_model_is_one_line(tmp_path, capsys):
 
 
 def test_dicom_folder_with_several_series_lists_them(tmp_path, model, capsys):
-    dicom_write = pytest.importorskip("seg_app.core.dicom_write")
+    from seg_app.core import dicom_write
     vol, _ = head_with_blob()
     vol = vol.with_array(vol.array * 100)
     folder = tmp_path / "study"
@@ -166,7 +166,6 @@ BUNDLED = ROOT / "seg_app" / "models" / "default_brain_tumour.pt"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SAMPLE_NIFTI.exists() and SAMPLE_DICOM.exists() and BUNDLED.exists()), reason="sample scans or bundled model not built yet")
 def test_sample_scans_with_bundled_model(tmp_path, capsys):
     out = tmp_path / "out"
     rc = predict_cli.predict_command([str(SAMPLE_NIFTI), str(SAMPLE_DICOM), "--out", str(out), "--device", "cpu"])
@@ -178,3 +177,28 @@ def test_sample_scans_with_bundled_model(tmp_path, capsys):
         doc = json.loads(j.read_text())
         total = sum(t["volume_ml"] for t in doc["totals"])
         assert 0.5 < total < 300, f"{j.name}: implausible tumour volume {total} mL"
+
+
+def test_format_seg_writes_dicom_seg_for_dicom_and_refuses_nifti(tmp_path, capsys):
+    """``--format seg``: a SEG beside the other outputs for a DICOM series; one clear line for NIfTI."""
+    from seg_app.core.dicom_seg import read_dicom_seg
+    from seg_app.core.io import load_scan
+
+    out = tmp_path / "out"
+    rc = predict_cli.predict_command([str(SAMPLE_DICOM), str(SAMPLE_NIFTI), "--out", str(out), "--device", "cpu",
+                                      "--format", "nifti,seg"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    segs = list(out.glob("*_seg.dcm"))
+    assert len(segs) == 1
+    err = [l for l in cap.err.splitlines() if l.startswith("error:")]
+    assert len(err) == 1 and "DICOM" in err[0]
+    # the NIfTI scan failed as a whole: nothing partial of it
+    assert not list(out.glob("brain_tumour_mri_labels.nii.gz"))
+    ref = load_scan(SAMPLE_DICOM)
+    nifti = [p for p in out.glob("*_labels.nii.gz")]
+    assert len(nifti) == 1
+    import nibabel as nib
+
+    seg = read_dicom_seg(segs[0], ref)
+    assert np.array_equal(seg.array[0] > 0, np.asarray(nib.load(str(nifti[0])).dataobj) > 0)
