@@ -125,3 +125,15 @@ def test_atomic_write_context_manager(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("boom")
     assert (tmp_path / "a.txt").read_text() == "done" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_atomic_write_gives_usual_file_mode(tmp_path):
+    """mkstemp's 0600 must not leak into outputs: other users (PACS import, colleagues) read them."""
+    import os
+
+    from seg_app.core.io import _UMASK, atomic_write
+
+    out = tmp_path / "x.json"
+    with atomic_write(out) as tmp:
+        tmp.write_text("{}")
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_UMASK

@@ -109,6 +109,16 @@ def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
     return dicom_io.list_series(folder)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Read once at import (os.umask can only be read by setting it, which is not thread-safe later).
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success it replaces ``path`` atomically.
@@ -123,6 +133,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
