@@ -165,7 +165,10 @@ def _no_partial_files(out: Path) -> None:
     assert not leftovers, leftovers
 
 
-pytestmark_predict = pytest.mark.skipif(not SEG_APP.exists(), reason="seg-app console script not installed")
+def pytestmark_predict(fn):
+    """The console script must exist (``pip install -e .``); no silent skip."""
+    assert SEG_APP.exists(), f"{SEG_APP} not installed"
+    return fn
 
 
 @pytestmark_predict

@@ -165,7 +165,7 @@ def test_tiny_network_end_to_end_from_nifti(tmp_path, ckpt_path, affine):
 
 
 def test_end_to_end_from_dicom_including_oblique(tmp_path, ckpt_path):
-    dicom_write = pytest.importorskip("seg_app.core.dicom_write")
+    from seg_app.core import dicom_write
     from seg_app.core.io import load_scan
 
     vol_in, blob = head_with_blob(affine=rotated_affine((2.0, 2.0, 2.0), (0.0, 12.0, 20.0)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime")
+import onnxruntime  # noqa: F401 - a hard dependency of the app (pyproject)
 
 from seg_app.core import onnx_backend  # noqa: E402
 from seg_app.core.inference import Segmenter  # noqa: E402

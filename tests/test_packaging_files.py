@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import configparser
 import importlib.util
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -80,7 +79,6 @@ def test_control_file(build):
     assert all(line.startswith(" ") for line in text.split("Description: ", 1)[1].splitlines()[1:])
 
 
-@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="dpkg-deb not installed")
 def test_deb_layout_and_launcher(build, tmp_path):
     app = tmp_path / "dist" / build.APP_NAME
     app.mkdir(parents=True)
