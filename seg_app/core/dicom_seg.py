@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from seg_app.core.errors import ExportError, ScanLoadError
-from seg_app.core.io import atomic_write
+from seg_app.core.io import atomic_write, label_array_on_grid
 from seg_app.core.volume import Volume
 
 if TYPE_CHECKING:  # torch-free at import time: spec.py imports torch
@@ -51,25 +51,7 @@ def _lo(text: str) -> str:
 
 def _label_array(labels: Volume | np.ndarray, reference: Volume, path: Path) -> np.ndarray:
     """The (I, J, K) integer label array, checked against the reference grid."""
-    if isinstance(labels, Volume):
-        if labels.n_channels != 1:
-            raise ExportError(f"Cannot write the DICOM SEG {path}: the label map has {labels.n_channels} channels, not 1.")
-        if not np.allclose(labels.affine, reference.affine, atol=1e-4):
-            raise ExportError(f"Cannot write the DICOM SEG {path}: the label map is not on the reference scan's grid.")
-        arr = labels.array[0]
-    else:
-        arr = np.asarray(labels)
-        if arr.ndim == 4 and arr.shape[0] == 1:
-            arr = arr[0]
-    if arr.shape != reference.shape:
-        raise ExportError(
-            f"Cannot write the DICOM SEG {path}: label shape {arr.shape} does not match the scan's {reference.shape}."
-        )
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
-            raise ExportError(f"Cannot write the DICOM SEG {path}: the label map has non-integer values.")
-    elif arr.dtype.kind not in "biu":
-        raise ExportError(f"Cannot write the DICOM SEG {path}: labels of type {arr.dtype} are not integers.")
+    arr = label_array_on_grid(labels, reference, f"Cannot write the DICOM SEG {path}")
     if arr.size and arr.min() < 0:
         raise ExportError(f"Cannot write the DICOM SEG {path}: the label map has negative values.")
     if arr.size and arr.max() > 65535:

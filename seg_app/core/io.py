@@ -157,6 +157,37 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def label_array_on_grid(labels: Volume | np.ndarray, reference: Volume, what: str) -> np.ndarray:
+    """The ``(I, J, K)`` integer-valued label array of ``labels``, checked against ``reference``'s grid.
+
+    Args:
+        labels: a one-channel label ``Volume`` on the reference grid, or an ``(I, J, K)``/``(1, I, J, K)`` array.
+        reference: the scan the labels belong to.
+        what: start of the error message, e.g. ``"Cannot save labels to mask.nii.gz"``.
+
+    Raises:
+        ExportError: several channels, another grid or shape, non-integer or non-finite values.
+    """
+    if isinstance(labels, Volume):
+        if labels.n_channels != 1:
+            raise ExportError(f"{what}: the label map has {labels.n_channels} channels, not 1.")
+        if not np.allclose(labels.affine, reference.affine, atol=1e-4):
+            raise ExportError(f"{what}: the label map is not on the reference scan's grid.")
+        arr = labels.array[0]
+    else:
+        arr = np.asarray(labels)
+        if arr.ndim == 4 and arr.shape[0] == 1:
+            arr = arr[0]
+    if arr.shape != reference.shape:
+        raise ExportError(f"{what}: label shape {arr.shape} does not match the scan's {reference.shape}.")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
+            raise ExportError(f"{what}: the label map has non-integer values.")
+    elif arr.dtype.kind not in "biu":
+        raise ExportError(f"{what}: labels of type {arr.dtype} are not integers.")
+    return arr
+
+
 def save_labels(labels: Volume | np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
     """Write an integer label map on ``reference``'s grid as NIfTI, atomically.
 
@@ -179,25 +210,7 @@ def save_labels(labels: Volume | np.ndarray, reference: Volume, path: str | os.P
     for src in reference.source_paths:
         if Path(src).resolve() == path.resolve() or _same_file(Path(src), path):
             raise ExportError(f"Refusing to save labels to {path}: that would overwrite the source scan.")
-    if isinstance(labels, Volume):
-        if labels.n_channels != 1:
-            raise ExportError(f"Cannot save labels to {path}: the label map has {labels.n_channels} channels, not 1.")
-        if not np.allclose(labels.affine, reference.affine, atol=1e-4):
-            raise ExportError(f"Cannot save labels to {path}: the label map is not on the reference scan's grid.")
-        arr = labels.array[0]
-    else:
-        arr = np.asarray(labels)
-        if arr.ndim == 4 and arr.shape[0] == 1:
-            arr = arr[0]
-    if arr.shape != reference.shape:
-        raise ExportError(
-            f"Cannot save labels to {path}: label shape {arr.shape} does not match the scan's {reference.shape}."
-        )
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
-            raise ExportError(f"Cannot save labels to {path}: the label map has non-integer values.")
-    elif arr.dtype.kind not in "biu":
-        raise ExportError(f"Cannot save labels to {path}: labels of type {arr.dtype} are not integers.")
+    arr = label_array_on_grid(labels, reference, f"Cannot save labels to {path}")
     data = arr.astype(_label_dtype(arr), copy=False)
 
     img = nib.Nifti1Image(data, reference.affine)
