@@ -152,7 +152,8 @@ class SeriesInfo:
     patient_id: str = ""
 
     def summary(self) -> str:
-        sp = "x".join(f"{s:.3g}" for s in self.spacing)
+        # columns x rows x slices, with the spacing in the same order (column spacing is spacing[1])
+        sp = "x".join(f"{s:.3g}" for s in (self.spacing[1], self.spacing[0], self.spacing[2]))
         return (
             f"{self.series_number if self.series_number is not None else '-'}: {self.description or '(no description)'}"
             f" [{self.modality}] {self.columns}x{self.rows}x{self.n_slices}, {sp} mm, UID {self.series_uid}"
