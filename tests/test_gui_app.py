@@ -116,11 +116,11 @@ def test_window_presets_change_rendered_pixels(make_window, gui_data):
     open_and_wait(win, gui_data["scan"])
     view = win.views["axial"]
     frames = {}
-    for name in ("Brain", "Bone", "Auto (1-99%)"):
+    for name in ("Brain", "Bone", "Auto (0.5-99.8%)"):
         win.apply_preset(name)
         frames[name] = view.render_rgb().copy()
     assert not np.array_equal(frames["Brain"], frames["Bone"])
-    assert not np.array_equal(frames["Bone"], frames["Auto (1-99%)"])
+    assert not np.array_equal(frames["Bone"], frames["Auto (0.5-99.8%)"])
     assert (win.state.window, win.state.level) != (80.0, 40.0)
 
 

@@ -532,11 +532,11 @@ class MainWindow(QMainWindow):
             v.oblique_note = note
             v.reset_view()
         self.state.set_geometry(geometry)
-        self.apply_preset("Soft tissue" if volume.modality == "CT" else "Auto (1-99%)")
+        self.apply_preset("Soft tissue" if volume.modality == "CT" else "Auto (0.5-99.8%)")
         sp = " x ".join(f"{s:.3g}" for s in volume.spacing)
         info = [
             f"<b>{volume.name}</b>",
-            f"{volume.modality or 'unknown modality'}, {' x '.join(map(str, volume.shape))} voxels, {sp} mm",
+            f"{volume.modality or 'modality not recorded'}, {' x '.join(map(str, volume.shape))} voxels, {sp} mm",
             f"array axes {volume.orientation}+" + (" (oblique: shown on the closest canonical planes)" if geometry.oblique else ""),
         ]
         if volume.warnings:
@@ -1073,7 +1073,7 @@ class MainWindow(QMainWindow):
     # viewing
     # =====================================================================================
     def apply_preset(self, name: str) -> None:
-        """Window/level preset by name (see ``PRESETS``); "Auto" uses the 1-99 percentiles."""
+        """Window/level preset by name (see ``PRESETS``); "Auto" uses the 0.5-99.8 percentiles."""
         if self.data.image is None:
             return
         preset = PRESETS.get(name)

@@ -43,7 +43,7 @@ VIEW_NAMES = ("axial", "coronal", "sagittal")
 
 #: Window/level presets (width, level) in HU (for MR they are raw intensities; "Auto" is better).
 PRESETS: dict[str, tuple[float, float] | None] = {
-    "Auto (1-99%)": None,
+    "Auto (0.5-99.8%)": None,
     "Brain": (80.0, 40.0),
     "Soft tissue": (400.0, 40.0),
     "Lung": (1500.0, -600.0),
@@ -190,7 +190,7 @@ def display_to_screen(view: str, display_shape, ijk) -> tuple[float, float]:
     return float(row), float(col)
 
 
-def auto_window(array: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0, max_samples: int = 2_000_000) -> tuple[float, float]:
+def auto_window(array: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.8, max_samples: int = 2_000_000) -> tuple[float, float]:
     """(width, level) from intensity percentiles of a subsample (non-zero voxels when mostly zero)."""
     a = np.asarray(array)
     step = max(1, int(np.ceil((a.size / max_samples) ** (1 / 3))))
