@@ -57,6 +57,8 @@ def test_multi_series_dicom_folder_opens_through_picker(make_window, gui_data, q
     qtbot.waitUntil(lambda: win.series_picker is not None and win.series_picker.isVisible(), timeout=5000)
     dlg = win.series_picker
     assert dlg.table.rowCount() == 2
+    # a middle-slice preview of each series beside its description
+    assert all(not dlg.table.item(r, 1).icon().isNull() for r in range(2))
     descriptions = [dlg.table.item(r, 1).text() for r in range(2)]
     row = descriptions.index("FLAIR axial")
     dlg.table.selectRow(row)

@@ -353,3 +353,20 @@ def test_native_fast_path_matches_pydicom_decoder(tmp_path, monkeypatch, syntax,
     slow = load_scan(tmp_path)
     np.testing.assert_array_equal(fast.array, slow.array)
     _assert_same_volume(fast, truth)
+
+
+def test_series_thumbnail_is_the_middle_slice_windowed(tmp_path):
+    """The picker's preview: small uint8, from one decoded file, None when that file is unreadable."""
+    from seg_app.core.dicom_io import series_thumbnail
+    from seg_app.core.dicom_write import write_dicom_series
+    from seg_app.core.io import list_series
+    from seg_app.core.volume import Volume
+
+    arr = np.zeros((300, 200, 5), np.float32)
+    arr[:, :, 2] = np.linspace(0, 1000, 200)[None, :]  # only the middle slice has a ramp
+    write_dicom_series(Volume(arr, np.eye(4), modality="MR"), tmp_path / "s")
+    (info,) = list_series(tmp_path / "s")
+    thumb = series_thumbnail(info, size=96)
+    assert thumb.dtype == np.uint8 and max(thumb.shape) <= 96 and thumb.max() > 200 and thumb.min() < 50
+    Path(info.files[len(info.files) // 2]).write_bytes(b"\0" * 200)
+    assert series_thumbnail(info) is None

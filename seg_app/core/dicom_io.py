@@ -734,3 +734,25 @@ def load_dicom(path: str | os.PathLike[str], series_uid: str | None = None) -> V
         warnings=tuple(warnings),
         meta=meta,
     )
+
+
+def series_thumbnail(info: SeriesInfo, size: int = 96) -> np.ndarray | None:
+    """A small greyscale preview (uint8, at most ``size`` pixels a side) of a series' middle file.
+
+    For pickers: decodes one file only, windows it to its 1-99 percentiles, and returns None when
+    the file cannot be decoded (a preview must never stop a series from being listed).
+    """
+    if not info.files:
+        return None
+    try:
+        arr = np.asarray(_decode(info.files[len(info.files) // 2]), dtype=np.float32)
+    except ScanLoadError:
+        return None
+    if arr.ndim == 3 and arr.shape[-1] not in (3, 4):  # multi-frame: its middle frame
+        arr = arr[arr.shape[0] // 2]
+    if arr.ndim != 2 or arr.size == 0:
+        return None
+    step = max(1, int(np.ceil(max(arr.shape) / size)))
+    arr = arr[::step, ::step]
+    lo, hi = np.percentile(arr, [1, 99])
+    return np.clip((arr - lo) * (255.0 / max(hi - lo, 1e-6)), 0, 255).astype(np.uint8)

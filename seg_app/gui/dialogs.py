@@ -5,8 +5,10 @@ from __future__ import annotations
 import platform
 import sys
 
+import numpy as np
 from PySide6 import __version__ as pyside_version
-from PySide6.QtCore import Qt, qVersion
+from PySide6.QtCore import QSize, Qt, qVersion
+from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -24,12 +26,25 @@ from seg_app import DISCLAIMER, __version__
 from seg_app.core.volume import SeriesInfo
 
 
+def _gray_qimage(arr: np.ndarray) -> QImage:
+    """A deep copy of a 2D uint8 array ``(rows, columns)`` as a QImage."""
+    a = np.ascontiguousarray(arr, dtype=np.uint8)
+    h, w = a.shape
+    return QImage(a.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+
+
 class SeriesPickerDialog(QDialog):
     """Choose one of several DICOM series found in a folder (double-click or OK)."""
 
     COLUMNS = ("#", "Description", "Modality", "Slices", "Size", "Spacing (mm)")
 
-    def __init__(self, series: list[SeriesInfo], folder: str = "", parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        series: list[SeriesInfo],
+        folder: str = "",
+        parent: QWidget | None = None,
+        thumbnails: dict[str, np.ndarray | None] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Choose a series")
         self.series = list(series)
@@ -48,12 +63,18 @@ class SeriesPickerDialog(QDialog):
                 s.modality,
                 str(s.n_slices),
                 f"{s.columns} x {s.rows}",
-                " x ".join(f"{v:.3g}" for v in s.spacing),
+                " x ".join(f"{v:.3g}" for v in (s.spacing[1], s.spacing[0], s.spacing[2])),  # as Size: columns x rows
             )
             for col, text in enumerate(values):
                 item = QTableWidgetItem(text)
                 item.setToolTip(s.summary())
                 self.table.setItem(row, col, item)
+            thumb = (thumbnails or {}).get(s.series_uid)
+            if thumb is not None:  # middle-slice preview beside the description
+                self.table.item(row, 1).setIcon(QIcon(QPixmap.fromImage(_gray_qimage(thumb))))
+        if thumbnails:
+            self.table.setIconSize(QSize(64, 64))
+            self.table.verticalHeader().setDefaultSectionSize(68)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.resizeColumnsToContents()
         if series:

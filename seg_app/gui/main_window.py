@@ -468,7 +468,13 @@ class MainWindow(QMainWindow):
         def load(progress, cancel):
             from seg_app.core.io import load_scan
 
-            return load_scan(path, series_uid=series_uid)
+            try:
+                return load_scan(path, series_uid=series_uid)
+            except MultipleSeriesError as exc:  # previews for the picker, made here off the GUI thread
+                from seg_app.core.dicom_io import series_thumbnail
+
+                exc.thumbnails = {s.series_uid: series_thumbnail(s) for s in exc.series}
+                raise
 
         job = self.start_job(load, "loading")
         self.load_job = job
@@ -488,7 +494,9 @@ class MainWindow(QMainWindow):
             if not self.interactive:
                 self.show_error(f"{exc} Pass --series with one of: " + "; ".join(s.summary() for s in exc.series))
                 return
-            dlg = dialogs.SeriesPickerDialog(exc.series, folder=Path(path).name, parent=self)
+            dlg = dialogs.SeriesPickerDialog(
+                exc.series, folder=Path(path).name, parent=self, thumbnails=getattr(exc, "thumbnails", None)
+            )
             self.series_picker = dlg
             dlg.accepted.connect(lambda: self._on_series_picked(path, dlg))
             dlg.finished.connect(lambda _r: setattr(self, "series_picker", None))
