@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CHILD_OURS = r"""
+CHILD_PRELUDE = r"""
 import json, resource, sys, time
 def peak_kib():
     # VmHWM is this process's own high-water mark (ru_maxrss on Linux also counts the parent's
@@ -34,6 +34,9 @@ def peak_kib():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+
+CHILD_OURS = CHILD_PRELUDE + r"""
 t0 = time.perf_counter()
 from seg_app.core import list_series, load_scan
 t1 = time.perf_counter()
@@ -49,18 +52,7 @@ print(json.dumps({"import_s": t1 - t0, "list_s": t2 - t1, "load_s": t3 - t2, "to
                   "sum": float(vol.array.sum(dtype="float64"))}))
 """
 
-CHILD_SITK = r"""
-import json, resource, sys, time
-def peak_kib():
-    # VmHWM is this process's own high-water mark (ru_maxrss on Linux also counts the parent's
-    # memory before exec, so it is only the fallback)
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+CHILD_SITK = CHILD_PRELUDE + r"""
 t0 = time.perf_counter()
 import SimpleITK as sitk
 t1 = time.perf_counter()
