@@ -2,11 +2,21 @@
 
 Every prediction comes from :class:`seg_app.core.inference.Segmenter` (preprocessing, sliding window,
 mapping back to the source grid, postprocessing), so the numbers are those of the app. Metrics are
-computed per foreground label on the source (label file) grid:
+computed per foreground label on the source (label file) grid, and for BraTS-like label sets also per
+composite region (WT = whole tumour, TC = tumour core, ET = enhancing tumour, as BraTS scores them):
 
 * Dice (MONAI ``compute_dice``): 1.0 when both masks are empty, 0.0 when only one is.
-* HD95 in mm (MONAI ``compute_hausdorff_distance`` with the image spacing): 0.0 when both masks are
-  empty, NaN (left out of the mean, counted in the summary) when only one is.
+* Surface voxels of a mask: its voxels with a face neighbour (6-connectivity) outside the mask or
+  outside the image (medpy's ``__surface_distances``: the mask minus its binary erosion by the
+  connectivity-1 structure). Surface distances: from each surface voxel of one mask to the nearest
+  surface voxel of the other, in mm (Euclidean distance transform with the voxel spacing).
+* ``hd95_directed_max_mm``: the larger of the two directed 95th percentiles (MONAI
+  ``compute_hausdorff_distance(percentile=95)``; also the legacy ``hd95_mm``).
+* ``hd95_pooled_mm``: the 95th percentile of both directions' distances pooled (medpy ``hd95``,
+  seg-metrics). Both: 0.0 when both masks are empty, NaN (left out of the mean) when only one is.
+* ``hd95_*_brats_mm``: the same with the BraTS convention for empty masks: 0.0 when both are empty,
+  :data:`BRATS_HD95_PENALTY_MM` when only one is (a missed or a hallucinated structure), so the
+  mean over all cases counts such cases instead of dropping them.
 * Lesions are 26-connected components. A ground-truth lesion is detected (TP) when at least one of its
   voxels is predicted with its label; otherwise it is a false negative (FN). A predicted lesion that
   touches no ground-truth voxel of its label is a false positive (FP).
@@ -23,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from seg_app.core.io import atomic_write, load_scan
 from seg_app.core.spec import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
@@ -40,34 +51,92 @@ def lesion_detection(pred: np.ndarray, truth: np.ndarray) -> dict[str, int]:
     return {"gt_lesions": n_gt, "pred_lesions": n_pr, "tp": tp, "fn": n_gt - tp, "fp": fp}
 
 
-def case_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float], labels: dict[int, str], voxel_ml: float) -> list[dict[str, Any]]:
-    """Dice, HD95 (mm), volumes (ml) and lesion detection per foreground label of one case.
+#: HD95 given to a case where exactly one of prediction and truth is empty (BraTS): the diagonal of the
+#: BraTS 240 x 240 x 155 grid of 1 mm voxels, sqrt(240^2 + 240^2 + 155^2) mm.
+BRATS_HD95_PENALTY_MM = 373.13
+
+#: Names of the HD95 variants in each per-case row (all in mm).
+HD95_KEYS = ("hd95_directed_max_mm", "hd95_pooled_mm", "hd95_directed_max_brats_mm", "hd95_pooled_brats_mm")
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` with a face neighbour outside it or outside the array (medpy's convention)."""
+    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1), border_value=0)
+
+
+def surface_distances(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (mm) from every surface voxel of ``a`` to the nearest surface voxel of ``b``, and from ``b`` to ``a``.
+
+    Both masks must be non-empty. They are cropped to the bounding box of their union plus one voxel
+    (clipped to the array), which changes no distance and no surface voxel.
+    """
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    both = a | b
+    box = []
+    for axis in range(a.ndim):
+        nz = np.flatnonzero(both.any(axis=tuple(x for x in range(a.ndim) if x != axis)))
+        box.append(slice(max(0, int(nz[0]) - 1), int(nz[-1]) + 2))
+    a, b = a[tuple(box)], b[tuple(box)]
+    sa, sb = _surface(a), _surface(b)
+    sampling = [float(x) for x in spacing]
+    a_to_b = ndimage.distance_transform_edt(~sb, sampling=sampling)[sa]
+    b_to_a = ndimage.distance_transform_edt(~sa, sampling=sampling)[sb]
+    return a_to_b, b_to_a
+
+
+def hd95(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
+    """The four HD95 variants of :data:`HD95_KEYS` (mm) for two binary masks."""
+    pe, te = not pred.any(), not truth.any()
+    if pe and te:
+        return dict.fromkeys(HD95_KEYS, 0.0)
+    if pe or te:
+        nan = float("nan")
+        return {"hd95_directed_max_mm": nan, "hd95_pooled_mm": nan,
+                "hd95_directed_max_brats_mm": BRATS_HD95_PENALTY_MM, "hd95_pooled_brats_mm": BRATS_HD95_PENALTY_MM}
+    p_to_t, t_to_p = surface_distances(pred, truth, spacing)
+    directed = max(float(np.percentile(p_to_t, 95)), float(np.percentile(t_to_p, 95)))
+    pooled = float(np.percentile(np.concatenate([p_to_t, t_to_p]), 95))
+    return {"hd95_directed_max_mm": directed, "hd95_pooled_mm": pooled,
+            "hd95_directed_max_brats_mm": directed, "hd95_pooled_brats_mm": pooled}
+
+
+def _binary_metrics(p: np.ndarray, t: np.ndarray, spacing: tuple[float, float, float], voxel_ml: float) -> dict[str, Any]:
+    from monai.metrics import compute_dice
+
+    pt = torch.from_numpy(np.stack([~p, p])[None].astype(np.float32))
+    tt = torch.from_numpy(np.stack([~t, t])[None].astype(np.float32))
+    dice = float(compute_dice(pt, tt, include_background=False, ignore_empty=False)[0, 0])
+    h = hd95(p, t, spacing)
+    return {
+        "dice": dice, "hd95_mm": h["hd95_directed_max_mm"], **h,
+        "gt_ml": float(t.sum() * voxel_ml), "pred_ml": float(p.sum() * voxel_ml), **lesion_detection(p, t),
+    }
+
+
+def case_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float], labels: dict[int, str], voxel_ml: float,
+                 regions: dict[str, tuple[int, ...]] | None = None) -> list[dict[str, Any]]:
+    """Dice, HD95 variants (mm), volumes (ml) and lesion detection per foreground label of one case.
 
     Args:
         pred, truth: integer label maps ``(I, J, K)`` on the same grid.
         spacing: voxel size in mm along ``(I, J, K)``.
         labels: label value -> name, foreground only.
         voxel_ml: volume of one voxel in ml.
-    """
-    from monai.metrics import compute_dice, compute_hausdorff_distance
+        regions: composite region name -> label values (e.g. ``{"WT": (1, 2, 3), ...}`` from
+            :func:`seg_app.core.regions.composite_regions`); each gets a row too (``kind`` "region",
+            ``label`` and ``label_name`` the region name).
 
+    Returns:
+        one row per label (``kind`` "label"), then one per region.
+    """
     rows = []
     for value, name in labels.items():
-        p, t = pred == value, truth == value
-        pe, te = not p.any(), not t.any()
-        pt = torch.from_numpy(np.stack([~p, p])[None].astype(np.float32))
-        tt = torch.from_numpy(np.stack([~t, t])[None].astype(np.float32))
-        dice = float(compute_dice(pt, tt, include_background=False, ignore_empty=False)[0, 0])
-        if pe and te:
-            hd95 = 0.0
-        elif pe or te:
-            hd95 = float("nan")
-        else:
-            hd95 = float(compute_hausdorff_distance(pt, tt, include_background=False, percentile=95, spacing=list(spacing))[0, 0])
-        rows.append({
-            "label": value, "label_name": name, "dice": dice, "hd95_mm": hd95,
-            "gt_ml": float(t.sum() * voxel_ml), "pred_ml": float(p.sum() * voxel_ml), **lesion_detection(p, t),
-        })
+        rows.append({"kind": "label", "label": value, "label_name": name,
+                     **_binary_metrics(pred == value, truth == value, spacing, voxel_ml)})
+    for region, values in (regions or {}).items():
+        vals = list(values)
+        rows.append({"kind": "region", "label": region, "label_name": region,
+                     **_binary_metrics(np.isin(pred, vals), np.isin(truth, vals), spacing, voxel_ml)})
     return rows
 
 
@@ -76,30 +145,65 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None, int]:
     return (float(v.mean()), float(v.std()), len(v)) if len(v) else (None, None, 0)
 
 
+def _median(values: list[float]) -> float | None:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    return float(np.median(v)) if v else None
+
+
+def _group_summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    d_mean, d_std, _ = _mean_std([r["dice"] for r in rs])
+    dl_mean, dl_std, n_les = _mean_std([r["dice"] for r in rs if r["gt_ml"] > 0])
+    h_mean, h_std, n_h = _mean_std([r["hd95_mm"] for r in rs])
+    tp, fn, fp = (sum(r[k] for r in rs) for k in ("tp", "fn", "fp"))
+    n_pred = sum(r["pred_lesions"] for r in rs)
+    both = [r for r in rs if r["gt_ml"] > 0 and r["pred_ml"] > 0]
+    out = {
+        "dice_mean": d_mean, "dice_std": d_std,
+        "dice_mean_cases_with_lesion": dl_mean, "dice_std_cases_with_lesion": dl_std, "n_cases_with_lesion": n_les,
+        # legacy: directed-max HD95 over the cases where it is defined (both-empty cases count as 0)
+        "hd95_mm_mean": h_mean, "hd95_mm_std": h_std, "hd95_n_finite": n_h,
+        "hd95_n_undefined": len(rs) - n_h,
+        "hd95_n_both_nonempty": len(both),
+        "hd95_n_both_empty": sum(1 for r in rs if r["gt_ml"] == 0 and r["pred_ml"] == 0),
+        "hd95_n_penalised": sum(1 for r in rs if (r["gt_ml"] == 0) != (r["pred_ml"] == 0)),
+    }
+    for key in HD95_KEYS:
+        # plain variants: only cases where both masks are non-empty; BraTS variants: every case
+        vals = [r[key] for r in (rs if key.endswith("_brats_mm") else both)]
+        mean, std, _ = _mean_std(vals)
+        out.update({f"{key}_mean": mean, f"{key}_std": std, f"{key}_median": _median(vals)})
+    out.update({
+        "lesions_tp": tp, "lesions_fn": fn, "lesions_fp": fp,
+        "lesion_sensitivity": tp / (tp + fn) if tp + fn else None,
+        "lesion_precision": (n_pred - fp) / n_pred if n_pred else None,
+        "false_positive_cases": sum(1 for r in rs if r["gt_ml"] == 0 and r["pred_ml"] > 0),
+    })
+    return out
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean/std of Dice and HD95 and lesion-detection totals, per label and overall."""
+    """Mean/std/median of Dice and the HD95 variants and lesion-detection totals, per label and per region.
+
+    ``labels`` holds the per-label summaries, ``regions`` (only when there are region rows) the
+    per-composite-region ones. The top level also holds one of them (named by ``top_level``): the
+    label's when there is a single label, else the whole tumour's (WT) for BraTS-like labels.
+    """
     out: dict[str, Any] = {"n_cases": len({r["case"] for r in rows})}
-    per_label = {}
-    for name in sorted({r["label_name"] for r in rows}):
-        rs = [r for r in rows if r["label_name"] == name]
-        d_mean, d_std, _ = _mean_std([r["dice"] for r in rs])
-        dl_mean, dl_std, n_les = _mean_std([r["dice"] for r in rs if r["gt_ml"] > 0])
-        h_mean, h_std, n_h = _mean_std([r["hd95_mm"] for r in rs])
-        tp, fn, fp = (sum(r[k] for r in rs) for k in ("tp", "fn", "fp"))
-        n_pred = sum(r["pred_lesions"] for r in rs)
-        per_label[name] = {
-            "dice_mean": d_mean, "dice_std": d_std,
-            "dice_mean_cases_with_lesion": dl_mean, "dice_std_cases_with_lesion": dl_std, "n_cases_with_lesion": n_les,
-            "hd95_mm_mean": h_mean, "hd95_mm_std": h_std, "hd95_n_finite": n_h,
-            "hd95_n_undefined": len(rs) - n_h,
-            "lesions_tp": tp, "lesions_fn": fn, "lesions_fp": fp,
-            "lesion_sensitivity": tp / (tp + fn) if tp + fn else None,
-            "lesion_precision": (n_pred - fp) / n_pred if n_pred else None,
-            "false_positive_cases": sum(1 for r in rs if r["gt_ml"] == 0 and r["pred_ml"] > 0),
-        }
-    out["labels"] = per_label
-    if len(per_label) == 1:
-        out.update({k: v for k, v in next(iter(per_label.values())).items()})
+    groups: dict[str, dict[str, Any]] = {"labels": {}, "regions": {}}
+    for kind, key in (("label", "labels"), ("region", "regions")):
+        rs_kind = [r for r in rows if r.get("kind", "label") == kind]
+        names = list(dict.fromkeys(r["label_name"] for r in rs_kind))  # regions: WT, TC, ET order
+        for name in sorted(names) if kind == "label" else names:
+            groups[key][name] = _group_summary([r for r in rs_kind if r["label_name"] == name])
+    out["labels"] = groups["labels"]
+    if groups["regions"]:
+        out["regions"] = groups["regions"]
+    if len(groups["labels"]) == 1:
+        out["top_level"] = next(iter(groups["labels"]))
+        out.update(next(iter(groups["labels"].values())))
+    elif "WT" in groups["regions"]:
+        out["top_level"] = "WT"
+        out.update(groups["regions"]["WT"])
     return out
 
 
@@ -147,6 +251,9 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "te
     cases = select_cases(info, split, model_path, spec)
     predict = _predict_fn(ckpt, device)
     fg = {lab.value: lab.name for lab in spec.foreground_labels}
+    from seg_app.core.regions import composite_regions
+
+    regions = composite_regions(fg)  # {} unless the labels are BraTS-like
     rows: list[dict[str, Any]] = []
     for case in tqdm(cases, desc=f"evaluate {split}", disable=not progress, unit="case"):
         image = load_scan(case["image"])
@@ -155,10 +262,11 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "te
             raise DatasetError(f"The label of {case['name']} is not on its image's grid.")
         pred = predict(image)
         t = np.rint(truth.array[0]).astype(np.int64)
-        for r in case_metrics(np.asarray(pred.array[0]), t, image.spacing, fg, image.voxel_volume_ml):
+        for r in case_metrics(np.asarray(pred.array[0]), t, image.spacing, fg, image.voxel_volume_ml, regions):
             rows.append({"case": case["name"], **r})
     summary = summarize(rows)
-    summary.update({"split": split, "data": str(Path(data).resolve()), "model": str(model_path.resolve())})
+    summary.update({"split": split, "data": str(Path(data).resolve()), "model": str(model_path.resolve()),
+                    "brats_hd95_penalty_mm": BRATS_HD95_PENALTY_MM})
     out = Path(out_dir) if out_dir else model_path.parent / f"eval_{split}_{Path(data).resolve().name}"
     out.mkdir(parents=True, exist_ok=True)
     if rows:
@@ -185,6 +293,7 @@ def record_metrics(model_path: Path, split: str, summary: dict[str, Any], data_n
     """Store evaluation results in the checkpoint's spec metrics (weights unchanged, atomic)."""
     ckpt = load_checkpoint(model_path)
     keep = ("dice_mean", "dice_std", "dice_mean_cases_with_lesion", "hd95_mm_mean", "hd95_mm_std",
+            "hd95_directed_max_mm_mean", "hd95_pooled_mm_mean", "hd95_pooled_brats_mm_mean", "hd95_n_penalised",
             "lesion_sensitivity", "lesion_precision", "false_positive_cases", "n_cases_with_lesion")
     m = dict(ckpt.spec.metrics)
     m[f"{split}_data"] = data_name
