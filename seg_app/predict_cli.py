@@ -126,6 +126,8 @@ def _error(source: str, exc: BaseException, verbose: bool, prefix: str = "") -> 
 
 
 def _extra(source: str, volume: Any, result: Any, model_path: str, tta: bool) -> dict[str, Any]:
+    from seg_app.core.regions import composite_regions
+
     spec = result.spec
     return {
         "app": {"name": "seg-app", "version": __version__, "disclaimer": DISCLAIMER},
@@ -135,6 +137,7 @@ def _extra(source: str, volume: Any, result: Any, model_path: str, tta: bool) ->
             "network": spec.network.name,
             "path": model_path,
             "labels": {str(lab.value): lab.name for lab in spec.labels},
+            "regions": {k: list(v) for k, v in composite_regions({lab.value: lab.name for lab in spec.labels}).items()},
         },
         "source": {
             "path": source,
@@ -174,6 +177,7 @@ def predict_one(
 
     from seg_app.core.io import load_scan
     from seg_app.core.measure import label_totals, measure_lesions
+    from seg_app.core.regions import composite_regions
 
     volume = load_scan(source, series_uid=series)
     base = safe_name(volume.name)
@@ -193,9 +197,10 @@ def predict_one(
     finally:
         bar.close()
     spec = result.spec
+    names = {lab.value: lab.name for lab in spec.labels}
     lesions = measure_lesions(
         result.labels, image=volume, probabilities=result.probabilities, agreement=result.agreement,
-        label_names={lab.value: lab.name for lab in spec.labels},
+        label_names=names, regions=composite_regions(names),
     )
     totals = label_totals(lesions)
     outputs = ScanOutputs(name, source, volume, result, lesions, totals, _extra(source, volume, result, model_path, segmenter.tta))
@@ -214,7 +219,12 @@ def predict_one(
     used_names.add(name)
     vol = sum(t["volume_ml"] for t in totals)
     per_label = ", ".join(f"{t['label_name']} {t['n_lesions']}x {t['volume_ml']:.2f} mL" for t in totals) or "none"
+    regions = {k: v for t in totals for k, v in t.get("region_volumes_ml", {}).items() if k in ("WT", "TC", "ET")}
+    if regions:
+        per_label += "; " + ", ".join(f"{k} {v:.2f} mL" for k, v in regions.items())
     warn = f" [{len(outputs.extra['warnings'])} warning(s)]" if outputs.extra["warnings"] else ""
+    for w in outputs.extra["warnings"]:  # out-of-distribution and loading warnings: said before anyone reads a volume
+        print(f"warning: {name}: {w}", file=sys.stderr)
     return (
         f"{name}: {len(lesions)} lesion(s), {vol:.2f} mL ({per_label}), {result.seconds:.1f} s on {result.device}"
         f" -> {out_dir / name}_*{warn}"

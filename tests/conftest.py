@@ -1,9 +1,30 @@
-"""Shared pytest set-up (kept minimal; add fixtures as needed)."""
+"""Shared pytest set-up: helper modules on the path, a private app cache, and the tiny test checkpoint."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import pytest
+
 # make the helper modules next to the tests (e.g. ``dicom_factory``) importable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_app_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Point the app's cache (ONNX exports, backend verdicts) at a temporary folder for the whole run,
+    so no test reads or writes ``~/.cache/seg_app`` and the backend a test exercises never depends on
+    an earlier run."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEG_APP_CACHE", str(tmp_path_factory.mktemp("seg_app_cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight, deterministic 1-channel checkpoint (``corpus.save_tiny_checkpoint``)."""
+    from corpus import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny_model") / "tiny.pt")

@@ -1,4 +1,4 @@
-"""seg-train synth: MSD layout, determinism by seed, lesions and labels."""
+"""seg-train synth: label-map domain randomisation -- determinism, BraTS labels, contrast and layout."""
 
 from __future__ import annotations
 
@@ -7,48 +7,102 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
+from seg_app.core.regions import composite_regions
 from training.cli import main
 from training.data import read_dataset
-from training.synth import SynthOptions, make_case
+from training.synth import SynthOptions, _plan_tumours, make_case
+
+SMALL = SynthOptions(size=24)
 
 
 def test_same_seed_same_case_different_seed_different() -> None:
-    opts = SynthOptions(size=20)
-    a = make_case(7, 1, "train", opts)
-    b = make_case(7, 1, "train", opts)
-    c = make_case(8, 1, "train", opts)
+    a = make_case(7, 1, "train", SMALL)
+    b = make_case(7, 1, "train", SMALL)
+    c = make_case(8, 1, "train", SMALL)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
     assert not np.array_equal(a[0], c[0])
-    assert not np.array_equal(a[0], make_case(7, 1, "test", opts)[0])
+    assert not np.array_equal(a[0], make_case(7, 1, "test", SMALL)[0])
 
 
-def test_full_size_case_is_brain_sized() -> None:
-    image, labels, affine, meta = make_case(1, 0)
-    assert image.shape[0] == 1 and 50 < image.shape[1] < 110
-    assert set(np.unique(labels)) <= {0, 1}
-    assert image[0][labels > 0].mean() > 0  # lesions lie inside the brain
-    assert len(meta["lesions"]) == 0 or labels.sum() > 0
+def test_full_size_case_has_brats_labels_inside_the_head() -> None:
+    image, labels, affine, meta = make_case(1, 3)
+    assert image.shape[0] == 1 and 60 < image.shape[1] < 120
+    assert np.allclose(np.linalg.norm(affine[:3, :3], axis=0), 2.0)
+    assert set(np.unique(labels).tolist()) <= {0, 1, 2, 3}
+    assert labels.any() and meta["lesions"]
+    assert image[0][labels > 0].mean() > 0  # lesions lie inside the imaged head
+    # oedema surrounds the core: every core voxel is closer to the lesion centre than the outer oedema
+    assert (labels == 2).sum() > 0 and ((labels == 1) | (labels == 3)).sum() > 0
+
+
+def test_tumour_families_and_lesion_free_share() -> None:
+    plans = [_plan_tumours(np.random.default_rng([5, 0, i]), size_mode=False) for i in range(200)]
+    empty = sum(1 for p in plans if not p)
+    assert 0.2 <= empty / len(plans) <= 0.32  # at least 20 % of cases without a lesion
+    families = {t.family for p in plans for t in p}
+    assert {"ring", "solid", "infiltrative", "cystic"} <= families
+    radii = [t.radius_mm for p in plans for t in p]
+    vols = [4 / 3 * np.pi * r**3 / 1000 for r in radii]
+    assert min(vols) < 0.5 and max(vols) > 100  # small foci and large tumours
+    assert any(t.mass_effect > 0.15 for p in plans for t in p)
+
+
+def test_contrast_is_independent_of_the_label() -> None:
+    """The same label is brighter than the brain in some cases and darker in others (random contrast)."""
+    brighter = darker = 0
+    skull_signal = []
+    for i in range(24):
+        image, labels, _aff, meta = make_case(11, i, "train", SMALL)
+        img = image[0]
+        tumour = labels > 0
+        if tumour.sum() >= 5:
+            ratio = img[tumour].mean() / np.median(img[img > 0.05 * img.max()])
+            brighter += ratio > 1.1
+            darker += ratio < 0.9
+        skull_signal.append(meta["skull"])
+    assert brighter >= 2 and darker >= 2
+    assert any(skull_signal) and not all(skull_signal)  # with and without the non-brain layers
+
+
+def test_skull_on_cases_have_signal_outside_the_brain() -> None:
+    ratios: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(16):
+        image, _labels, _aff, meta = make_case(2, i, "train", SMALL)
+        img = image[0]
+        bright = int((img > 0.15 * np.percentile(img, 99)).sum())
+        ratios[meta["skull"]].append(bright / meta["brain_voxels"])
+    assert ratios[True] and ratios[False]
+    # skull-on heads show scalp, fat and muscle around the brain; stripped brains show the brain alone
+    assert min(ratios[True]) > 1.2 > max(ratios[False])
 
 
 def test_cli_writes_msd_layout_deterministically(tmp_path: Path) -> None:
-    for name in ("a", "b"):
-        assert main(["synth", "--out", str(tmp_path / name), "--cases", "4", "--test-cases", "2", "--seed", "3", "--size", "16", "--quiet"]) == 0
+    for name, workers in (("a", "1"), ("b", "2")):
+        assert main(["synth", "--out", str(tmp_path / name), "--cases", "4", "--test-cases", "2", "--seed", "3", "--size", "16",
+                     "--workers", workers, "--quiet"]) == 0
     ds = json.loads((tmp_path / "a" / "dataset.json").read_text())
-    assert ds["numTraining"] == 4 and ds["numTest"] == 2 and ds["labels"] == {"0": "background", "1": "tumour"}
+    assert ds["numTraining"] == 4 and ds["numTest"] == 2
+    assert composite_regions({int(k): v for k, v in ds["labels"].items()}) == {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         fa = sorted((tmp_path / "a" / sub).iterdir())
         assert fa
-        for f in fa:
+        for f in fa:  # the same with 1 or 2 worker processes
             x, y = nib.load(f), nib.load(tmp_path / "b" / sub / f.name)
             assert np.array_equal(np.asarray(x.dataobj), np.asarray(y.dataobj))
             assert np.allclose(x.affine, y.affine)
     info = read_dataset(tmp_path / "a")
     assert len(info.training) == 4 and all("label" in c for c in info.test)
-    # some cases have lesions, all labels are 0/1 on the image grid
-    total = 0
+    assert info.labels == {0: "background", 1: "necrotic core", 2: "oedema", 3: "enhancing tumour"}
     for c in info.training:
         lab = nib.load(c["label"])
         assert lab.shape == nib.load(c["image"]).shape
-        total += int(np.asarray(lab.dataobj).sum())
-    assert total > 0
+        assert set(np.unique(np.asarray(lab.dataobj)).tolist()) <= {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("channels", [2])
+def test_two_channels_get_two_contrasts(channels: int) -> None:
+    image, labels, _aff, meta = make_case(4, 2, "train", SynthOptions(size=20, channels=channels))
+    assert image.shape[0] == channels and len(meta["contrast"]) == channels
+    assert not np.allclose(image[0] / max(image[0].max(), 1), image[1] / max(image[1].max(), 1))

@@ -18,7 +18,7 @@ def _synth(a: argparse.Namespace) -> int:
     if a.cases < 0 or a.test_cases < 0:
         raise SegAppError("--cases and --test-cases must not be negative.")
     opts = SynthOptions(spacing_mm=a.spacing, size=a.size, channels=a.channels)
-    out = write_dataset(a.out, a.cases, a.seed, a.test_cases, opts, progress=not a.quiet)
+    out = write_dataset(a.out, a.cases, a.seed, a.test_cases, opts, progress=not a.quiet, workers=max(1, a.workers))
     print(f"wrote {a.cases} training and {a.test_cases} test cases to {out}")
     return 0
 
@@ -28,6 +28,7 @@ _TRAIN_FLAGS = {
     "schedule": str, "val_every": int, "val_fraction": float, "folds": int, "seed": int, "workers": int,
     "cache_rate": float, "device": str, "network": str, "name": str, "description": str, "overlap": float,
     "max_minutes": float, "num_res_units": int, "max_patch_voxels": int, "min_lesion_ml": float,
+    "normalization": str,
 }
 
 
@@ -49,6 +50,8 @@ def _train(a: argparse.Namespace) -> int:
         values["augment"] = False
     if a.no_amp:
         values["amp"] = False
+    if a.domain_augment:
+        values["domain_augment"] = True
     if a.quiet:
         values["progress"] = False
     all_folds = a.fold == "all"
@@ -101,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cases", type=int, default=40, help="training cases (imagesTr/labelsTr)")
     s.add_argument("--test-cases", type=int, default=0, help="test cases (imagesTs, with labelsTs for evaluation)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--spacing", type=float, default=2.0, help="base voxel size in mm (jittered per case)")
+    s.add_argument("--spacing", type=float, default=2.0, help="voxel size in mm of the written images (the model's grid)")
+    s.add_argument("--workers", type=int, default=1, help="parallel processes (the data do not depend on it)")
     s.add_argument("--size", type=int, default=None, help="voxels per axis (tiny volumes for tests)")
-    s.add_argument("--channels", type=int, choices=(1, 2), default=1, help="2 adds a FLAIR-like channel (4D NIfTI)")
+    s.add_argument("--channels", type=int, choices=(1, 2), default=1, help="2 writes two random contrasts of each case (4D NIfTI)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_synth)
 
@@ -121,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--" + key.replace("_", "-"), type=typ, default=None)
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--no-amp", action="store_true")
+    t.add_argument("--domain-augment", action="store_true",
+                   help="stronger appearance randomisation per patch (random intensity curve, bias, low resolution, noise)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)
 

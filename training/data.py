@@ -237,8 +237,14 @@ def deterministic_transforms(spec: ModelSpec) -> list:
     ]
 
 
-def random_transforms(spec: ModelSpec, samples_per_case: int = 2, pos_fraction: float = 0.67, augment: bool = True) -> list:
-    """Crop first (pos/neg-balanced around lesions), then augment the small patch."""
+def random_transforms(spec: ModelSpec, samples_per_case: int = 2, pos_fraction: float = 0.67, augment: bool = True,
+                      domain_augment: bool = False) -> list:
+    """Crop first (pos/neg-balanced around lesions), then augment the small patch.
+
+    ``domain_augment`` adds stronger appearance randomisation on every patch (on top of the synthetic
+    data's own): a random non-linear intensity curve (``RandHistogramShiftd``), a bias field,
+    simulated low resolution, Rician noise and stronger gamma -- so one case is seen in many contrasts.
+    """
     from monai.transforms import (
         CastToTyped,
         RandAdjustContrastd,
@@ -272,6 +278,16 @@ def random_transforms(spec: ModelSpec, samples_per_case: int = 2, pos_fraction: 
             RandGaussianNoised(keys="image", std=0.05, prob=0.15),
             RandAdjustContrastd(keys="image", gamma=(0.75, 1.4), prob=0.15),
             RandGaussianSmoothd(keys="image", sigma_x=(0.4, 1.0), sigma_y=(0.4, 1.0), sigma_z=(0.4, 1.0), prob=0.1),
+        ]
+    if augment and domain_augment:
+        from monai.transforms import RandBiasFieldd, RandHistogramShiftd, RandRicianNoised, RandSimulateLowResolutiond
+
+        t += [
+            RandHistogramShiftd(keys="image", num_control_points=(4, 10), prob=0.4),
+            RandBiasFieldd(keys="image", coeff_range=(0.0, 0.3), prob=0.3),
+            RandSimulateLowResolutiond(keys="image", zoom_range=(0.4, 0.9), prob=0.2),
+            RandAdjustContrastd(keys="image", gamma=(0.6, 1.6), prob=0.3),
+            RandRicianNoised(keys="image", std=0.04, prob=0.2, relative=False),
         ]
     t.append(CastToTyped(keys=["image", "label"], dtype=[np.float32, np.int64]))
     return t

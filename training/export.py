@@ -125,6 +125,10 @@ def bundle_inference_config(spec: ModelSpec) -> dict[str, Any]:
         assert norm.window is not None
         intensity = {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": norm.window[0], "a_max": norm.window[1],
                      "b_min": 0.0, "b_max": 1.0, "clip": True}
+    elif norm.scheme == "percentile":
+        lo, hi = norm.window or (0.5, 99.5)
+        intensity = {"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": lo, "upper": hi,
+                     "b_min": 0.0, "b_max": 1.0, "clip": True, "channel_wise": True}
     else:
         intensity = {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True, "channel_wise": True}
     return {

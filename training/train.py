@@ -25,6 +25,7 @@ import torch
 
 from seg_app.core.errors import CheckpointError, SegAppError
 from seg_app.core.io import atomic_write
+from seg_app.core.regions import BRATS_COLORS, composite_regions
 from seg_app.core.spec import (
     DEFAULT_COLORS,
     ChannelSpec,
@@ -88,6 +89,8 @@ class TrainConfig:
     amp: bool = True
     pos_fraction: float = 0.67
     augment: bool = True
+    domain_augment: bool = False
+    normalization: str = "auto"
     overlap: float = 0.5
     sw_batch_size: int = 2
     min_lesion_ml: float = 0.0
@@ -189,10 +192,15 @@ def build_spec(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any]) -> Model
     factor = int(np.prod(cfg.strides)) if cfg.network == "UNet" else 1
     if any(r % factor for r in roi):
         raise DatasetError(f"Patch size {list(roi)} must be a multiple of {factor} (the network's down-sampling).")
-    if info.modality == "CT":
+    scheme = cfg.normalization if cfg.normalization != "auto" else ("ct_window" if info.modality == "CT" else "zscore_nonzero")
+    if scheme == "ct_window":
         norm = NormalizationSpec("ct_window", tuple(fp.get("ct_window", (-1000.0, 1000.0))))  # type: ignore[arg-type]
+    elif scheme == "percentile":
+        norm = NormalizationSpec("percentile", (0.5, 99.5))
+    elif scheme in ("zscore_nonzero", "none"):
+        norm = NormalizationSpec(scheme)
     else:
-        norm = NormalizationSpec("zscore_nonzero")
+        raise DatasetError(f"Unknown normalisation '{cfg.normalization}' (auto, zscore_nonzero, percentile, ct_window, none).")
     if cfg.network == "UNet":
         kwargs: dict[str, Any] = {
             "spatial_dims": 3, "in_channels": len(info.channel_names), "out_channels": len(info.labels),
@@ -204,8 +212,9 @@ def build_spec(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any]) -> Model
                   "init_filters": int(cfg.channels[0])}
     else:
         raise DatasetError(f"Network '{cfg.network}' is not supported by seg-train (UNet, SegResNet).")
+    brats = composite_regions(info.labels)
     labels = tuple(
-        LabelSpec(v, name, (0, 0, 0) if v == 0 else DEFAULT_COLORS[(v - 1) % len(DEFAULT_COLORS)])
+        LabelSpec(v, name, (0, 0, 0) if v == 0 else (BRATS_COLORS[v] if brats and v in BRATS_COLORS else DEFAULT_COLORS[(v - 1) % len(DEFAULT_COLORS)]))
         for v, name in sorted(info.labels.items())
     )
     return ModelSpec(
@@ -218,7 +227,9 @@ def build_spec(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any]) -> Model
         inference=InferenceSpec(roi_size=roi, overlap=cfg.overlap, blend_mode="gaussian", sw_batch_size=cfg.sw_batch_size),  # type: ignore[arg-type]
         normalization=norm,
         postprocess=PostprocessSpec(min_lesion_ml=cfg.min_lesion_ml),
-        dataset={k: fp[k] for k in ("n_cases", "median_spacing_mm", "median_shape", "patch_size", "layout") if k in fp},
+        dataset={**{k: fp[k] for k in ("n_cases", "median_spacing_mm", "median_shape", "patch_size", "layout") if k in fp},
+                 **({"median_fov_mm": [round(float(a) * float(b), 1) for a, b in zip(fp["median_shape"], fp["median_spacing_mm"])]}
+                    if "median_shape" in fp and "median_spacing_mm" in fp else {})},
         training={"command": cfg.command, "seed": cfg.seed, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                   "lr": cfg.lr, "schedule": cfg.schedule, "loss": "DiceCELoss", "optimizer": "AdamW"},
         versions=package_versions(),
@@ -440,7 +451,7 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
 
     workers = cfg.workers if cfg.workers is not None else (0 if physical_cores() <= 2 else min(4, physical_cores() // 2))
     det = deterministic_transforms(spec)
-    rand = random_transforms(spec, cfg.samples_per_case, cfg.pos_fraction, cfg.augment)
+    rand = random_transforms(spec, cfg.samples_per_case, cfg.pos_fraction, cfg.augment, cfg.domain_augment)
     rand.insert(1, DeleteItemsd(keys=["label_fg", "label_bg"]))
     # copy_cache=False: the random part never writes into the cached tensors (crops are re-made by the
     # following transforms), so the per-item deep copy of the volume and its crop indices is skipped.

@@ -20,12 +20,13 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from seg_app.core.errors import ExportError, ScanLoadError
 from seg_app.core.io import atomic_write, label_array_on_grid
+from seg_app.core.regions import brats_role, composite_regions
 from seg_app.core.volume import Volume
 
 if TYPE_CHECKING:  # torch-free at import time: spec.py imports torch
@@ -113,6 +114,18 @@ def _read_sources(reference: Volume) -> list:
         seen[src] = ds
         datasets.append(ds)
     return datasets
+
+
+def _property_type(name: str, brats: bool) -> Any:
+    """SCT code of a segment: Necrosis 6574001 / Edema 79654002 for BraTS sub-regions, else Neoplasm 108369006."""
+    from pydicom.sr.codedict import codes
+
+    role = brats_role(name) if brats else None
+    if role == 1 and "necro" in name.lower():
+        return codes.SCT.Necrosis
+    if role == 2:
+        return codes.SCT.Edema
+    return codes.SCT.Neoplasm
 
 
 def _segment_table(
@@ -222,12 +235,13 @@ def export_dicom_seg(
     algo_type = (
         hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if manually_edited else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
     )
+    brats = bool(composite_regions({v: seg_name for v, seg_name, _rgb in table}))
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=n,
             segment_label=seg_name,
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,  # SCT 49755003
-            segmented_property_type=codes.SCT.Neoplasm,
+            segmented_property_type=_property_type(seg_name, brats),
             algorithm_type=algo_type,
             algorithm_identification=algorithm,
             tracking_uid=hd.UID(),

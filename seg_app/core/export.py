@@ -22,10 +22,12 @@ from seg_app.core.measure import LesionMeasurement, _jsonable
 MEASUREMENTS_FORMAT = "seg_app.measurements"
 MEASUREMENTS_VERSION = 1
 
-#: CSV columns, in order (vectors are split into ``_x/_y/_z`` or ``_i/_j/_k`` columns).
+#: CSV columns, in order (vectors are split into ``_x/_y/_z`` or ``_i/_j/_k`` columns). Lesions with
+#: tumour sub-regions add one ``volume_ml_<region>`` column per sub-region and composite after these.
 CSV_COLUMNS: tuple[str, ...] = tuple(
     col
     for f in fields(LesionMeasurement)
+    if f.name != "region_volumes_ml"
     for col in (
         [f"{f.name}_{a}" for a in "xyz"] if f.name == "centroid_ras_mm"
         else [f"{f.name}_{a}" for a in "ijk"] if f.name in ("centroid_voxel", "bbox_min_voxel", "bbox_max_voxel")
@@ -74,10 +76,13 @@ def save_measurements_json(
     return path
 
 
-def _csv_row(les: LesionMeasurement) -> list[Any]:
+def _csv_row(les: LesionMeasurement, region_keys: Sequence[str]) -> list[Any]:
     row: list[Any] = []
+    regions = les.region_volumes_ml or {}
     for f in fields(LesionMeasurement):
         v = getattr(les, f.name)
+        if f.name == "region_volumes_ml":
+            v = tuple(regions.get(k) for k in region_keys)
         vals = list(v) if isinstance(v, tuple) else [v]
         for x in vals:
             if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -90,18 +95,20 @@ def _csv_row(les: LesionMeasurement) -> list[Any]:
 
 
 def save_measurements_csv(path: str | os.PathLike, lesions: Sequence[LesionMeasurement]) -> Path:
-    """Write one row per lesion (header :data:`CSV_COLUMNS`; empty cell = not available), atomically."""
+    """Write one row per lesion (header :data:`CSV_COLUMNS` + ``volume_ml_<region>`` columns when the
+    lesions have sub-regions; empty cell = not available), atomically."""
     from seg_app.core.io import atomic_write
 
     path = Path(path)
     _check_folder(path)
+    region_keys = list(dict.fromkeys(k for les in lesions for k in (les.region_volumes_ml or {})))
     try:
         with atomic_write(path) as tmp:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
-                w.writerow(CSV_COLUMNS)
+                w.writerow([*CSV_COLUMNS, *(f"volume_ml_{k}" for k in region_keys)])
                 for les in lesions:
-                    w.writerow(_csv_row(les))
+                    w.writerow(_csv_row(les, region_keys))
     except OSError as exc:
         raise ExportError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
     return path

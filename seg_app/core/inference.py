@@ -32,6 +32,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from seg_app.core.errors import Cancelled, CheckpointError, IncompatibleInputError
+from seg_app.core.ood import domain_warnings
 from seg_app.core.spec import Checkpoint, ModelSpec, build_network, default_model_path, load_checkpoint
 from seg_app.core.volume import Volume
 
@@ -312,7 +313,7 @@ def foreground_box(image: torch.Tensor, spec: ModelSpec, margin: int = CROP_MARG
     """Box (model grid) made of the sliding windows that touch non-background voxels, or None for all.
 
     Background is exactly 0 after ``zscore_nonzero`` (zeros are not normalised) and 0 after
-    ``ct_window`` (at or below the window's low end). With ``none`` nothing is cropped. The box is the
+    ``ct_window`` or ``percentile`` (at or below the window's low end). With ``none`` nothing is cropped. The box is the
     union of the windows of the *uncropped* image's window grid that overlap the non-background box
     grown by ``margin``; it starts on that grid, so MONAI places the same windows inside it and every
     voxel of the grown box gets exactly the same blended result as without cropping.
@@ -320,7 +321,7 @@ def foreground_box(image: torch.Tensor, spec: ModelSpec, margin: int = CROP_MARG
     scheme = spec.normalization.scheme
     if scheme == "zscore_nonzero":
         fg = (image != 0).any(dim=0)
-    elif scheme == "ct_window":
+    elif scheme in ("ct_window", "percentile"):
         fg = (image > 0).any(dim=0)
     else:
         return None
@@ -337,7 +338,7 @@ def _source_crop(volume: Volume, spec: ModelSpec, margin: int = CROP_MARGIN) -> 
     import nibabel as nib
 
     scheme = spec.normalization.scheme
-    if scheme == "none":
+    if scheme not in ("zscore_nonzero", "ct_window"):  # percentiles depend on the whole scan: general path
         return None
     ornt = nib.orientations.io_orientation(volume.affine)
     target = nib.orientations.axcodes2ornt(spec.orientation)
@@ -637,6 +638,7 @@ class Segmenter:
                 raise Cancelled("Segmentation was cancelled.")
             spec = self.spec
             check_compatible(volume, spec)  # channels, NaN/inf: clear typed errors first
+            warnings.extend(domain_warnings(volume, spec))  # CT for an MR model, 2D, not the body part
             x, crop_affine, full_shape = self._preprocess(volume)
             small = [s for s, r in zip(full_shape, spec.inference.roi_size) if s < r]
             if small:

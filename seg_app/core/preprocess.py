@@ -6,7 +6,7 @@ Training, evaluation and the app all call :func:`spatial_transforms` / :func:`in
 1. load with the app's own reader (:class:`LoadVolumed`, so DICOM and NIfTI work the same everywhere);
 2. reorient to ``spec.orientation`` (RAS) — axis permutation/flip only, oblique directions are kept;
 3. resample to ``spec.target_spacing`` (bilinear for images, nearest for labels);
-4. normalise intensities (``zscore_nonzero`` for MR, ``ct_window`` for CT).
+4. normalise intensities (``zscore_nonzero`` or ``percentile`` for MR, ``ct_window`` for CT).
 
 :func:`resample_to_reference` maps network outputs back onto the source grid.
 """
@@ -25,6 +25,7 @@ from monai.transforms import (
     NormalizeIntensityd,
     Orientationd,
     ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
     Spacingd,
     SpatialResample,
 )
@@ -85,6 +86,11 @@ def intensity_transform(spec: ModelSpec, image_keys: Sequence[str] = ("image",))
     norm = spec.normalization
     if norm.scheme == "zscore_nonzero":
         return NormalizeIntensityd(keys=list(image_keys), nonzero=True, channel_wise=True)
+    if norm.scheme == "percentile":
+        lo, hi = norm.window or (0.5, 99.5)
+        return ScaleIntensityRangePercentilesd(
+            keys=list(image_keys), lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
+        )
     if norm.scheme == "ct_window":
         assert norm.window is not None
         lo, hi = norm.window

@@ -30,7 +30,7 @@ from seg_app.core.errors import CheckpointError
 CHECKPOINT_FORMAT = "seg_app.checkpoint"
 FORMAT_VERSION = 1
 
-NORMALIZATION_SCHEMES = ("zscore_nonzero", "ct_window", "none")
+NORMALIZATION_SCHEMES = ("zscore_nonzero", "ct_window", "percentile", "none")
 BLEND_MODES = ("gaussian", "constant")
 
 
@@ -85,6 +85,9 @@ class NormalizationSpec:
 
     ``zscore_nonzero``: per channel, subtract mean and divide by std over non-zero voxels (MR).
     ``ct_window``: clip to ``window`` = (low, high) in HU and scale linearly to [0, 1] (CT).
+    ``percentile``: per channel, clip to the ``window`` = (low, high) *percentiles* of all voxels
+    (default 0.5, 99.5) and scale linearly to [0, 1] -- robust to the field of view, the background
+    (zeros or noise) and the scanner's intensity scale (MR of any contrast, after SynthSeg).
     """
 
     scheme: str = "zscore_nonzero"
@@ -267,6 +270,10 @@ class ModelSpec:
             self.normalization.window is None or self.normalization.window[0] >= self.normalization.window[1]
         ):
             raise CheckpointError("CT normalisation needs a window (low < high) in HU.")
+        if self.normalization.scheme == "percentile" and self.normalization.window is not None and not (
+            0.0 <= self.normalization.window[0] < self.normalization.window[1] <= 100.0
+        ):
+            raise CheckpointError("Percentile normalisation needs 0 <= low < high <= 100.")
         kw = self.network.kwargs
         if "in_channels" in kw and int(kw["in_channels"]) != self.in_channels:
             raise CheckpointError(

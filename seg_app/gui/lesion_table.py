@@ -21,6 +21,9 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("Confidence", "confidence", 2),
 )
 
+#: Tumour sub-region columns (shown when the lesions have ``region_volumes_ml``): composites first.
+REGION_COLUMNS: tuple[str, ...] = ("WT", "TC", "ET")
+
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 TOTALS_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -43,28 +46,47 @@ class LesionTableModel(QAbstractTableModel):
         self.lesions: list = []
         self.totals: list[dict] = []
         self.colors: dict[int, tuple[int, int, int]] = {}
+        self.region_colors: dict[str, tuple[int, int, int]] = {}
         self.intensity_unit = ""
+        self.columns: list[tuple[str, str, int]] = list(COLUMNS)
 
-    def set_data(self, lesions: list, totals: list[dict], colors: dict[int, tuple[int, int, int]] | None = None) -> None:
+    def set_data(self, lesions: list, totals: list[dict], colors: dict[int, tuple[int, int, int]] | None = None,
+                 region_colors: dict[str, tuple[int, int, int]] | None = None) -> None:
+        """Lesions and totals; with tumour sub-regions one "<region> (mL)" column per region follows Volume."""
         self.beginResetModel()
         self.lesions = list(lesions)
         self.totals = list(totals)
         if colors is not None:
             self.colors = dict(colors)
+        if region_colors is not None:
+            self.region_colors = dict(region_colors)
+        keys = list(dict.fromkeys(k for les in self.lesions for k in (getattr(les, "region_volumes_ml", None) or {})))
+        keys.sort(key=lambda k: (k not in REGION_COLUMNS, REGION_COLUMNS.index(k) if k in REGION_COLUMNS else 0))
+        self.columns = [*COLUMNS[:3], *((f"{k} (mL)", f"region:{k}", 2) for k in keys), *COLUMNS[3:]]
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.lesions) + len(self.totals)
 
     def columnCount(self, parent=QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
+        return 0 if parent.isValid() else len(self.columns)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            name = COLUMNS[section][0]
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self.columns):
+            return None
+        name, attr, _ = self.columns[section]
+        if role == Qt.ItemDataRole.DisplayRole:
             if name == "Mean" and self.intensity_unit:
                 name = f"Mean ({self.intensity_unit})"
             return name
+        if role == Qt.ItemDataRole.DecorationRole and attr.startswith("region:"):
+            c = self.region_colors.get(attr.split(":", 1)[1])
+            return QColor(*c) if c else None
+        if role == Qt.ItemDataRole.ToolTipRole and attr.startswith("region:"):
+            from seg_app.core.regions import COMPOSITE_NAMES
+
+            key = attr.split(":", 1)[1]
+            return f"{COMPOSITE_NAMES.get(key, key)}: volume in mL inside this lesion"
         return None
 
     def row_object(self, row: int) -> tuple[bool, Any]:
@@ -75,7 +97,10 @@ class LesionTableModel(QAbstractTableModel):
 
     def _value(self, row: int, col: int) -> Any:
         is_total, obj = self.row_object(row)
-        attr = COLUMNS[col][1]
+        attr = self.columns[col][1]
+        if attr.startswith("region:"):
+            regions = obj.get("region_volumes_ml") if is_total else getattr(obj, "region_volumes_ml", None)
+            return (regions or {}).get(attr.split(":", 1)[1])
         if is_total:
             if attr == "label_name":
                 return f"Total {obj.get('label_name', '')}"
@@ -92,7 +117,7 @@ class LesionTableModel(QAbstractTableModel):
         row, col = index.row(), index.column()
         is_total, obj = self.row_object(row)
         if role == Qt.ItemDataRole.DisplayRole:
-            return _fmt(self._value(row, col), COLUMNS[col][2])
+            return _fmt(self._value(row, col), self.columns[col][2])
         if role == SORT_ROLE:
             v = self._value(row, col)
             if isinstance(v, float) and not math.isfinite(v):
@@ -109,6 +134,8 @@ class LesionTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DecorationRole and col == 0:
             label = obj.get("label") if is_total else obj.label
             c = self.colors.get(int(label)) if label is not None else None
+            if c is None and self.region_colors:  # whole-tumour lesions: the core's colour
+                c = self.region_colors.get("TC") or next(iter(self.region_colors.values()))
             return QColor(*c) if c else None
         if role == Qt.ItemDataRole.BackgroundRole and is_total:
             return QBrush(QColor(0, 0, 0, 28))
@@ -160,9 +187,10 @@ class LesionTable(QWidget):
         layout.addWidget(self.view)
         layout.addWidget(self.status)
 
-    def set_lesions(self, lesions: list, totals: list[dict], colors: dict | None = None, unit: str = "") -> None:
+    def set_lesions(self, lesions: list, totals: list[dict], colors: dict | None = None, unit: str = "",
+                    region_colors: dict | None = None) -> None:
         self.model.intensity_unit = unit
-        self.model.set_data(lesions, totals, colors)
+        self.model.set_data(lesions, totals, colors, region_colors)
         n = len(lesions)
         if n == 0:
             self.status.setText("No lesions in the mask.")

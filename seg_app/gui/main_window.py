@@ -902,8 +902,10 @@ class MainWindow(QMainWindow):
 
         def measure(progress, cancel):
             from seg_app.core.measure import label_totals, measure_lesions
+            from seg_app.core.regions import composite_regions
 
-            lesions = measure_lesions(labels, image=image, probabilities=prob, agreement=agreement, label_names=names)
+            lesions = measure_lesions(labels, image=image, probabilities=prob, agreement=agreement, label_names=names,
+                                      regions=composite_regions(names))
             return lesions, label_totals(lesions)
 
         job = self.start_job(measure, "measurement")
@@ -920,8 +922,23 @@ class MainWindow(QMainWindow):
         self.lesions, self.totals = result
         colors = {v: c for v, _n, c in self._label_specs()}
         unit = "HU" if self.volume is not None and self.volume.modality == "CT" else ""
-        self.lesion_table.set_lesions(self.lesions, self.totals, colors, unit)
+        self.lesion_table.set_lesions(self.lesions, self.totals, colors, unit, self._region_colors())
         self.measurements_updated.emit(self.lesions)
+
+    def _region_colors(self) -> dict[str, tuple[int, int, int]]:
+        """Colour of each sub-region (its label's) and composite (WT: outermost, TC: core, ET: enhancing)."""
+        from seg_app.core.regions import composite_regions
+
+        specs = self._label_specs()
+        regions = composite_regions({v: n for v, n, _c in specs})
+        if not regions:
+            return {}
+        colors = {v: c for v, _n, c in specs}
+        out = {n: c for v, n, c in specs if v != 0}
+        oedema = [v for v in regions["WT"] if v not in regions["TC"]]
+        for key, v in (("WT", oedema[0] if oedema else regions["WT"][0]), ("TC", regions["TC"][0]), ("ET", regions["ET"][0])):
+            out[key] = colors.get(v, (200, 200, 200))
+        return out
 
     def _on_measure_finished(self) -> None:
         self.measure_job = None
