@@ -10,6 +10,7 @@ from seg_app.core.errors import (
     ScanLoadError,
     SegAppError,
 )
+from seg_app.core.io import atomic_write, list_series, load_scan, save_labels
 from seg_app.core.volume import SeriesInfo, Volume
 
 __all__ = [
@@ -23,12 +24,8 @@ __all__ = [
     "SegAppError",
     "SeriesInfo",
     "Volume",
+    "atomic_write",
+    "list_series",
+    "load_scan",
+    "save_labels",
 ]
-
-# I/O names are re-exported once seg_app.core.io exists (see below).
-try:  # pragma: no cover - replaced by a plain import when io.py lands
-    from seg_app.core.io import atomic_write, list_series, load_scan, save_labels  # noqa: F401
-
-    __all__ += ["atomic_write", "list_series", "load_scan", "save_labels"]
-except ImportError:  # pragma: no cover
-    pass

@@ -39,7 +39,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from seg_app.core.errors import MultipleSeriesError, NoImageSeriesError, ScanLoadError
-from seg_app.core.io import CorruptScanError, ScanTooLargeError, UnsupportedScanError
+from seg_app.core.errors import CorruptScanError, ScanTooLargeError, UnsupportedScanError
 from seg_app.core.volume import SeriesInfo, Volume
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -7,12 +7,49 @@ Every message is one sentence a clinician can act on: which file, what is wrong.
 from __future__ import annotations
 
 
+__all__ = [
+    "Cancelled",
+    "CheckpointError",
+    "CorruptScanError",
+    "EmptyScanError",
+    "ExportError",
+    "IncompatibleInputError",
+    "MultipleSeriesError",
+    "NoImageSeriesError",
+    "ScanLoadError",
+    "ScanNotFoundError",
+    "ScanTooLargeError",
+    "SegAppError",
+    "UnsupportedScanError",
+]
+
+
 class SegAppError(Exception):
     """Base class of every error the core raises on purpose."""
 
 
 class ScanLoadError(SegAppError):
     """A scan could not be read (missing, empty, corrupt, unsupported or absurd)."""
+
+
+class ScanNotFoundError(ScanLoadError):
+    """The path given does not exist."""
+
+
+class EmptyScanError(ScanLoadError):
+    """The file is empty (0 bytes)."""
+
+
+class CorruptScanError(ScanLoadError):
+    """The file is truncated, corrupt, or not a DICOM/NIfTI file at all."""
+
+
+class ScanTooLargeError(ScanLoadError):
+    """The header claims an absurd image size; nothing was allocated."""
+
+
+class UnsupportedScanError(ScanLoadError):
+    """A valid file the app cannot use as a scan (time series, 5D, non-image DICOM object)."""
 
 
 class NoImageSeriesError(ScanLoadError):

@@ -1,8 +1,9 @@
 """Public scan I/O: ``load_scan``, ``list_series``, ``save_labels``, ``atomic_write``.
 
 The DICOM and NIfTI readers (:mod:`seg_app.core.dicom_io`, :mod:`seg_app.core.nifti_io`) are imported
-on first use, so ``import seg_app.core`` stays light. The typed load errors live here, next to the
-functions that raise them.
+on first use, so ``import seg_app.core`` stays light. The typed load errors live in
+:mod:`seg_app.core.errors` with every other error (re-exported here for callers of this module), so
+the readers import them from there and no import cycle exists between this module and the readers.
 """
 
 from __future__ import annotations
@@ -16,28 +17,28 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from seg_app.core.errors import ExportError, ScanLoadError
+from seg_app.core.errors import (
+    CorruptScanError,
+    EmptyScanError,
+    ExportError,
+    ScanNotFoundError,
+    ScanTooLargeError,
+    UnsupportedScanError,
+)
 from seg_app.core.volume import SeriesInfo, Volume
 
-
-class ScanNotFoundError(ScanLoadError):
-    """The path given does not exist."""
-
-
-class EmptyScanError(ScanLoadError):
-    """The file is empty (0 bytes)."""
-
-
-class CorruptScanError(ScanLoadError):
-    """The file is truncated, corrupt, or not a DICOM/NIfTI file at all."""
-
-
-class ScanTooLargeError(ScanLoadError):
-    """The header claims an absurd image size; nothing was allocated."""
-
-
-class UnsupportedScanError(ScanLoadError):
-    """A valid file the app cannot use as a scan (time series, 5D, non-image DICOM object)."""
+__all__ = [
+    "CorruptScanError",
+    "EmptyScanError",
+    "ScanNotFoundError",
+    "ScanTooLargeError",
+    "UnsupportedScanError",
+    "atomic_write",
+    "label_array_on_grid",
+    "list_series",
+    "load_scan",
+    "save_labels",
+]
 
 
 def _replace_non_finite(volume: Volume) -> Volume:

@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from seg_app.core.io import CorruptScanError, ScanTooLargeError, UnsupportedScanError
+from seg_app.core.errors import CorruptScanError, ScanTooLargeError, UnsupportedScanError
 from seg_app.core.volume import Volume
 
 #: Refuse images whose float32 array would exceed this many voxels (channels included; 8 GiB).
