@@ -145,7 +145,18 @@ class MainWindow(QMainWindow):
         grid.setColumnStretch(0, 3)
         grid.setColumnStretch(1, 2)
         central.setStyleSheet("background: #111;")
-        self.setCentralWidget(central)
+        # out-of-distribution banner above the views (hidden until a result says the scan does not fit the model)
+        self.domain_banner = QLabel()
+        self.domain_banner.setWordWrap(True)
+        self.domain_banner.setStyleSheet("background: #7a5a00; color: white; padding: 4px; font-weight: bold;")
+        self.domain_banner.setVisible(False)
+        outer = QWidget()
+        col = QVBoxLayout(outer)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(0)
+        col.addWidget(self.domain_banner)
+        col.addWidget(central, 1)
+        self.setCentralWidget(outer)
         self.views_widget = central
         for v in self.views.values():
             v.hovered.connect(self._on_hover)
@@ -522,6 +533,7 @@ class MainWindow(QMainWindow):
     def set_volume(self, volume: Volume) -> None:
         """Show a new scan (drops any mask, history and measurements)."""
         self.volume = volume
+        self.domain_banner.setVisible(False)
         geometry = DisplayGeometry.from_affine(volume.affine, volume.shape)
         self._clear_labels()
         self._updating_widgets = True
@@ -762,6 +774,13 @@ class MainWindow(QMainWindow):
             self.progress_label.setText("")
         self._refresh_actions()
 
+    def _domain_warnings(self, result) -> list[str]:
+        """The out-of-distribution sentences for this scan and the result's model (shown in the banner)."""
+        from seg_app.core.ood import domain_warnings
+
+        spec = getattr(result, "spec", None)
+        return domain_warnings(self.volume, spec) if spec is not None and self.volume is not None else []
+
     def _on_segmented(self, result) -> None:
         if self._closing or self.volume is None:
             return
@@ -773,6 +792,9 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(f"Done in {_fmt_seconds(secs)} on {dev}.")
         self.statusBar().showMessage(f"Segmentation done in {_fmt_seconds(secs)} ({dev}).", 8000)
         warnings = tuple(getattr(result, "warnings", ()) or ())
+        domain = [w for w in warnings if w in set(self._domain_warnings(result))]
+        self.domain_banner.setText("\n".join(f"\u26a0 {w}" for w in domain))
+        self.domain_banner.setVisible(bool(domain))
         if warnings:
             self.show_info("The segmentation finished with warnings.", "Segmentation", "\n".join(f"- {w}" for w in warnings))
         self.segmentation_finished.emit(result)
