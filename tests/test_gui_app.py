@@ -170,7 +170,27 @@ def test_segmentation_fills_table_and_row_click_moves_crosshair(make_window, gui
     assert not np.array_equal(hidden, view.render_rgb())
 
 
-def test_cancel_really_stops_segmentation(make_window, gui_data, qtbot):
+def test_cancel_really_stops_segmentation(make_window, gui_data, qtbot, monkeypatch):
+    """Deterministic: after the first progress report the worker waits for the cancel request, so the
+    run can never finish before Cancel is clicked (no race with a fast model)."""
+    import time
+
+    import seg_app.core.inference as inference
+
+    original = inference.blend_windows
+
+    def blocking_blend(network, *args, progress=None, cancel=None, **kwargs):
+        def report_then_wait(done, total):
+            if progress is not None:
+                progress(done, total)
+            for _ in range(6000):  # bounded: 60 s at most
+                if inference._is_cancelled(cancel):
+                    break
+                time.sleep(0.01)
+
+        return original(network, *args, progress=report_then_wait, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(inference, "blend_windows", blocking_blend)
     win = make_window()
     open_and_wait(win, gui_data["scan"])
     job = win.start_segmentation()
@@ -185,6 +205,7 @@ def test_cancel_really_stops_segmentation(make_window, gui_data, qtbot):
     assert win.seg_job is None and win.segment_button.isEnabled()
     assert not win.isWindowModified()
     # the app is still usable: a second run completes
+    monkeypatch.setattr(inference, "blend_windows", original)
     segment_and_wait(win)
     assert win.labels is not None
 

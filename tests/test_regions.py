@@ -95,3 +95,20 @@ def test_without_regions_lesions_stay_per_label() -> None:
     lesions = measure_lesions(_two_tumours(), label_names=NAMES)
     assert {les.label for les in lesions} == {1, 2, 3}
     assert all(les.region_volumes_ml is None for les in lesions)
+
+
+def test_postprocessing_removes_whole_small_tumours_not_small_parts_of_large_ones() -> None:
+    from seg_app.core.inference import postprocess_labels
+    from seg_app.core.spec import InferenceSpec, LabelSpec, ModelSpec, NetworkSpec, PostprocessSpec
+
+    spec = ModelSpec(
+        name="t", network=NetworkSpec("UNet", {}), channels=(),
+        labels=tuple(LabelSpec(v, n) for v, n in NAMES.items()), target_spacing=(1.0, 1.0, 1.0),
+        inference=InferenceSpec((16, 16, 16)), postprocess=PostprocessSpec(min_lesion_ml=0.05),
+    )
+    vol = _two_tumours()  # 1 x 1 x 2 mm voxels: tumour A 0.25 mL with an 8-voxel (0.016 mL) core; B 0.064 mL
+    lab = vol.array[0].copy()
+    lab[28, 28, 18] = 3  # a lone 0.002 mL enhancing voxel far away
+    out, removed = postprocess_labels(lab.copy(), spec, vol.voxel_volume_ml)
+    assert removed == 1 and out[28, 28, 18] == 0
+    assert np.array_equal(out[:26], lab[:26])  # tumour A keeps its tiny core, B (above the threshold) stays

@@ -1,10 +1,13 @@
-"""DDP: two gloo processes on the CPU train one tiny epoch via torchrun."""
+"""DDP: two gloo processes on the CPU train one tiny epoch via torchrun.
+
+torchrun runs ``--standalone``: its c10d rendezvous binds a free port itself and keeps it, so no test
+picks a port, releases it and hopes it is still free.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +18,11 @@ from seg_app.core.spec import load_checkpoint
 from training.synth import SynthOptions, write_dataset
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(300)
 def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data", 6, seed=21, opts=SynthOptions(size=16), progress=False)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "training.cli", "train", "--data", str(data), "--out", str(run),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.cli", "train", "--data", str(data), "--out", str(run),
            "--epochs", "1", "--patch-size", "16", "16", "16", "--channels", "4", "8", "--strides", "2",
            "--device", "cpu", "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -63,8 +59,7 @@ def test_one_process_same_result_with_or_without_torchrun(tmp_path: Path) -> Non
                            env=env, cwd=root, timeout=280)
     assert plain.returncode == 0, plain.stderr[-3000:]
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), *_train_cmd(data, tmp_path / "torchrun")],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", *_train_cmd(data, tmp_path / "torchrun")],
         capture_output=True, text=True, env=env, cwd=root, timeout=280,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]

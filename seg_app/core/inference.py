@@ -501,23 +501,29 @@ def to_source_grid(data: torch.Tensor, data_affine: np.ndarray, reference: Volum
 
 
 def postprocess_labels(labels: np.ndarray, spec: ModelSpec, voxel_volume_ml: float) -> tuple[np.ndarray, int]:
-    """Apply the spec's postprocessing in place; returns (labels, number of lesions removed)."""
+    """Apply the spec's postprocessing in place; returns (labels, number of lesions removed).
+
+    A lesion is a connected component of one label, or of the whole tumour when the labels are tumour
+    sub-regions (``seg_app.core.regions``): a small enhancing part of a large tumour is never removed.
+    """
     pp = spec.postprocess
     if pp.min_lesion_ml <= 0 and not pp.keep_largest:
         return labels, 0
     from seg_app.core.measure import _nonzero_bbox, lesion_components
+    from seg_app.core.regions import composite_regions
 
     box = _nonzero_bbox(labels)
     if box is None:
         return labels, 0
     crop = labels[box]
-    cc, n = lesion_components(crop)
+    whole = composite_regions({lab.value: lab.name for lab in spec.labels}).get("WT")
+    cc, n = lesion_components(np.isin(crop, whole).astype(np.uint8) if whole else crop)
     if n == 0:
         return labels, 0
     counts = np.bincount(cc.ravel(), minlength=n + 1)
     ids, first = np.unique(cc.ravel(), return_index=True)  # first voxel of each component
     comp_label = np.zeros(n + 1, dtype=np.int64)
-    comp_label[ids] = crop.ravel()[first]
+    comp_label[ids] = 1 if whole else crop.ravel()[first]  # whole-tumour lesions form one group
     remove = np.zeros(n + 1, dtype=bool)
     min_vox = pp.min_lesion_ml / voxel_volume_ml if voxel_volume_ml > 0 else 0
     for cid in range(1, n + 1):
