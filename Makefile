@@ -39,6 +39,7 @@ bench: install-test
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_train.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/bench_gui.py
+	$(BIN)/python benchmarks/bench_generalisation.py
 
 # Standalone installer (docs/PACKAGING.md): PyInstaller bundle dist/seg-app/ + .deb + .tar.gz, then the
 # smoke test of the frozen app (predict on the samples, screenshot, .deb launcher, startup time).
