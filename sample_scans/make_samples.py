@@ -3,13 +3,14 @@
     python sample_scans/make_samples.py
 
 Writes, next to this file:
-  brain_tumour_mri.nii.gz         synthetic post-contrast T1-like brain MRI with a tumour-like lesion
-  brain_tumour_mri_label.nii.gz   its ground-truth label map (1 = tumour)
+  brain_tumour_mri.nii.gz         synthetic post-contrast T1-like brain MRI with a tumour
+  brain_tumour_mri_label.nii.gz   its ground truth (BraTS labels: 1 necrotic core, 2 oedema, 3 enhancing)
   brain_tumour_mri_dicom/         the same scan as a classic one-file-per-slice MR DICOM series
 
-The case is made by ``training.synth.make_case`` with seed 20240917 (never used for training the
-bundled model, which used seed 1), with a 1.5 mm base voxel size (jittered per axis; finer than the
-~2.2 mm training data, so the app's resampling is exercised). DICOM UIDs are derived from fixed strings; only the instance-creation time
+The case comes from the **independent** benchmark generator (``benchmarks/generalisation_cases.py``,
+written separately from ``seg-train synth``, never used for training) with the real MNI152 T1 contrast,
+seed 20240917 (not a benchmark seed), on a 1.5 mm grid so the files stay small and the app's
+resampling is exercised. DICOM UIDs are derived from fixed strings; only the instance-creation time
 stamps and per-slice SOP Instance UIDs differ between runs.
 """
 
@@ -24,33 +25,44 @@ from pydicom.uid import generate_uid
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "benchmarks"))
+
+from generalisation_cases import make_case  # noqa: E402
 
 from seg_app.core.dicom_write import write_dicom_series  # noqa: E402
 from seg_app.core.io import save_labels  # noqa: E402
 from seg_app.core.volume import Volume  # noqa: E402
-from training.synth import SynthOptions, _save_nifti, make_case  # noqa: E402
 
 SEED = 20240917
 NAME = "brain_tumour_mri"
 
 
-def _pick_case() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """First test case of the sample seed with one clearly visible ring-enhancing lesion."""
-    opts = SynthOptions(spacing_mm=1.5)
-    for index in range(50):
-        image, labels, affine, meta = make_case(SEED, index, "test", opts)
-        les = meta["lesions"]
-        if len(les) == 1 and les[0]["ring"] and les[0]["radius_mm"] >= 14:
-            meta["index"] = index
-            return image, labels, affine, meta
+def _pick_case():
+    """First T1c-like case of the sample seed with one ring-enhancing tumour of 10-60 mL (whole tumour)."""
+    for index in range(40):
+        case = make_case("t1c_1mm", index, seed=SEED, voxel_mm=1.5)
+        vox_ml = float(abs(np.linalg.det(case.affine[:3, :3]))) / 1000
+        wt = float((case.labels > 0).sum()) * vox_ml
+        if len(case.lesions) == 1 and 10 <= wt <= 60 and (case.labels == 1).any() and (case.labels == 3).any():
+            case.meta["index"] = index
+            return case
     raise RuntimeError("no suitable sample case found")
 
 
 def main() -> None:
-    image, labels, affine, meta = _pick_case()
+    import nibabel as nib
+
+    case = _pick_case()
+    image, labels, affine = case.image, case.labels, case.affine
     nii = HERE / f"{NAME}.nii.gz"
-    _save_nifti(image, affine, nii, is_label=False)
-    volume = Volume(np.round(image).astype(np.int16), affine, modality="MR", source_paths=(str(nii),))
+    img = nib.Nifti1Image(np.round(image).astype(np.int16), affine)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    tmp = nii.with_name(f".tmp-{nii.name}")
+    nib.save(img, tmp)
+    tmp.replace(nii)
+    volume = Volume(np.round(image).astype(np.int16)[None], affine, modality="MR", source_paths=(str(nii),))
     save_labels(labels[None].astype(np.uint8), volume, HERE / f"{NAME}_label.nii.gz")
     dicom = HERE / f"{NAME}_dicom"
     if dicom.exists():
@@ -63,8 +75,10 @@ def main() -> None:
         patient_id="SYNTH0001",
     )
     vox_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000
-    print(f"case {meta['index']}: shape {image.shape[1:]}, spacing {meta['spacing_mm']} mm, "
-          f"lesion {labels.sum() * vox_ml:.1f} ml; wrote {nii.name}, {NAME}_label.nii.gz, {dicom.name}/")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    regions = ", ".join(f"{n} {(labels == v).sum() * vox_ml:.1f} mL" for v, n in ((1, "core"), (2, "oedema"), (3, "enhancing")))
+    print(f"case {case.meta['index']}: shape {image.shape}, spacing {np.round(spacing, 3).tolist()} mm, "
+          f"{regions}; wrote {nii.name}, {NAME}_label.nii.gz, {dicom.name}/")
 
 
 if __name__ == "__main__":
