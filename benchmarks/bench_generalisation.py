@@ -361,6 +361,28 @@ def summarise(cases: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
     return per_domain, summary
 
 
+def record_in_checkpoint(path: Path, per_domain: dict[str, Any], summary: dict[str, Any], seed: int, n_cases: int) -> None:
+    """Write the benchmark result into the checkpoint's ``metrics["generalisation"]`` (atomic, weights kept)."""
+    from seg_app.core.spec import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(path)
+
+    def r(v: Any) -> Any:
+        return round(v, 4) if isinstance(v, float) else v
+
+    metrics = dict(ckpt.spec.metrics)
+    metrics["generalisation"] = {
+        "benchmark": "benchmarks/bench_generalisation.py (independent generator)",
+        "seed": seed,
+        "cases_per_domain": n_cases,
+        "per_domain": {d: {k: r(v[k]) for k in ("region", "n", "dice_mean", "dice_sd", "sensitivity", "precision", "fp_ml_max")}
+                       for d, v in per_domain.items()},
+        "summary": {k: r(v) for k, v in summary.items() if k != "targets"},
+        "targets_met": {k: v["pass"] for k, v in summary["targets"].items()},
+    }
+    save_checkpoint(path, ckpt.spec.with_updates(metrics=metrics), ckpt.state_dict, ckpt.training_state)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
@@ -374,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--save-cases", default=None, help="write image / labels / prediction NIfTIs here")
     ap.add_argument("--png", default=None, help="write one PNG montage per case here")
     ap.add_argument("--no-package-mr", action="store_true", help="skip the pydicom MR files")
+    ap.add_argument("--record", action="store_true",
+                    help="store the per-domain table and summary in the checkpoint's metrics (weights unchanged)")
     ap.add_argument("--voxel-mm", type=float, default=1.0, help=argparse.SUPPRESS)  # coarser cases, for smoke tests only
     args = ap.parse_args(argv)
 
@@ -481,6 +505,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.perf_counter() - t_all
     print(f"total {total:.0f} s for {len(cases)} cases")
 
+    if args.record:
+        from seg_app.core.spec import default_model_path
+
+        target = Path(args.model) if args.model else default_model_path()
+        record_in_checkpoint(target, per_domain, summary, args.seed, n_cases)
+        print(f"recorded in {target}")
     if args.json:
         out = {
             "benchmark": "generalisation",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seg_app import DISCLAIMER, __version__
+from seg_app import DISCLAIMER
 
 
 @dataclass
@@ -109,12 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def safe_name(name: str) -> str:
-    """A file-name-safe version of a scan name (series descriptions may contain anything)."""
-    out = re.sub(r"[^A-Za-z0-9._+-]+", "_", name.strip()).strip("._")
-    return out or "scan"
-
-
 def _error(source: str, exc: BaseException, verbose: bool, prefix: str = "") -> None:
     """One line on stderr (plus the traceback with ``--verbose``)."""
     if verbose:
@@ -123,36 +116,6 @@ def _error(source: str, exc: BaseException, verbose: bool, prefix: str = "") -> 
         traceback.print_exception(exc)
     msg = " ".join(str(exc).split()) or type(exc).__name__
     print(f"error: {source}: {prefix}{msg}", file=sys.stderr)
-
-
-def _extra(source: str, volume: Any, result: Any, model_path: str, tta: bool) -> dict[str, Any]:
-    from seg_app.core.regions import composite_regions
-
-    spec = result.spec
-    return {
-        "app": {"name": "seg-app", "version": __version__, "disclaimer": DISCLAIMER},
-        "model": {
-            "name": spec.name,
-            "version": spec.version,
-            "network": spec.network.name,
-            "path": model_path,
-            "labels": {str(lab.value): lab.name for lab in spec.labels},
-            "regions": {k: list(v) for k, v in composite_regions({lab.value: lab.name for lab in spec.labels}).items()},
-        },
-        "source": {
-            "path": source,
-            "name": volume.name,
-            "modality": volume.modality,
-            "series_uid": volume.series_uid,
-            "series_description": volume.series_description,
-            "shape": list(volume.shape),
-            "spacing_mm": list(volume.spacing),
-            "orientation": volume.orientation,
-            "affine": [list(map(float, row)) for row in volume.affine],
-        },
-        "segmentation": {"device": result.device, "seconds": round(result.seconds, 3), "tta": tta},
-        "warnings": list(volume.warnings) + list(result.warnings),
-    }
 
 
 def _commit(staged: list[tuple[Path, Path]]) -> None:
@@ -175,12 +138,13 @@ def predict_one(
     """Segment one input and write its outputs (all or nothing); returns the summary line."""
     from tqdm import tqdm
 
+    from seg_app.core.export import measurements_metadata, safe_file_name
     from seg_app.core.io import load_scan
     from seg_app.core.measure import label_totals, measure_lesions
     from seg_app.core.regions import composite_regions
 
     volume = load_scan(source, series_uid=series)
-    base = safe_name(volume.name)
+    base = safe_file_name(volume.name)
     name, n = base, 2
     while name in used_names:
         name, n = f"{base}_{n}", n + 1
@@ -203,7 +167,7 @@ def predict_one(
         label_names=names, regions=composite_regions(names),
     )
     totals = label_totals(lesions)
-    outputs = ScanOutputs(name, source, volume, result, lesions, totals, _extra(source, volume, result, model_path, segmenter.tta))
+    outputs = ScanOutputs(name, source, volume, result, lesions, totals, measurements_metadata(volume, spec, source=source, result=result, model_path=model_path, tta=segmenter.tta))
     staged: list[tuple[Path, Path]] = []
     try:
         for fmt in formats:

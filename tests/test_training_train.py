@@ -31,7 +31,7 @@ def _check_run(run: Path, in_channels: int = 1) -> None:
         assert (run / name).is_file(), name
     best = load_checkpoint(run / "best.pt")
     assert best.spec.in_channels == in_channels
-    assert best.spec.labels[1].name == "tumour"
+    assert [lab.name for lab in best.spec.labels] == ["background", "necrotic core", "oedema", "enhancing tumour"]
     assert best.training_state is None
     last = load_checkpoint(run / "last.pt")
     ts = last.training_state
@@ -41,7 +41,7 @@ def _check_run(run: Path, in_channels: int = 1) -> None:
     net = build_network(best.spec)
     net.load_state_dict(best.state_dict)
     out = net(torch.zeros(1, in_channels, 16, 16, 16))
-    assert out.shape == (1, 2, 16, 16, 16)
+    assert out.shape == (1, 4, 16, 16, 16)
 
 
 def test_train_msd(msd: Path, tmp_path: Path) -> None:
@@ -128,3 +128,20 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert len(err) == 1 and err[0].startswith("error: ")
     assert main(["evaluate", "--model", str(tmp_path / "missing.pt"), "--data", str(tmp_path)]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_init_from_starts_from_another_runs_weights_and_batch_dice(msd: Path, tmp_path: Path) -> None:
+    """--init-from copies the weights (with lr 0 they come out unchanged); a different network is refused."""
+    first = tmp_path / "first"
+    train(TrainConfig(data=str(msd), out=str(first), **{**TINY, "epochs": 1}))
+    second = tmp_path / "second"
+    train(TrainConfig(data=str(msd), out=str(second), init_from=str(first / "last.pt"), batch_dice=True,
+                      **{**TINY, "epochs": 1, "lr": 0.0}))
+    a, b = load_checkpoint(first / "last.pt"), load_checkpoint(second / "last.pt")
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert "batch Dice" in b.spec.training["loss"]
+    from training.data import DatasetError
+
+    with pytest.raises(DatasetError, match="do not fit"):
+        train(TrainConfig(data=str(msd), out=str(tmp_path / "third"), init_from=str(first / "last.pt"),
+                          **{**TINY, "epochs": 1, "channels": [4, 8, 8]}))

@@ -28,7 +28,7 @@ _TRAIN_FLAGS = {
     "schedule": str, "val_every": int, "val_fraction": float, "folds": int, "seed": int, "workers": int,
     "cache_rate": float, "device": str, "network": str, "name": str, "description": str, "overlap": float,
     "max_minutes": float, "num_res_units": int, "max_patch_voxels": int, "min_lesion_ml": float,
-    "normalization": str,
+    "normalization": str, "init_from": str, "pos_fraction": float,
 }
 
 
@@ -52,6 +52,8 @@ def _train(a: argparse.Namespace) -> int:
         values["amp"] = False
     if a.domain_augment:
         values["domain_augment"] = True
+    if a.batch_dice:
+        values["batch_dice"] = True
     if a.quiet:
         values["progress"] = False
     all_folds = a.fold == "all"
@@ -125,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--" + key.replace("_", "-"), type=typ, default=None)
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--no-amp", action="store_true")
+    t.add_argument("--batch-dice", action="store_true",
+                   help="nnU-Net loss convention: Dice over foreground classes pooled over the batch (+ CE)")
     t.add_argument("--domain-augment", action="store_true",
                    help="stronger appearance randomisation per patch (random intensity curve, bias, low resolution, noise)")
     t.add_argument("--quiet", action="store_true")

@@ -91,6 +91,8 @@ class TrainConfig:
     augment: bool = True
     domain_augment: bool = False
     normalization: str = "auto"
+    batch_dice: bool = False
+    init_from: str | None = None
     overlap: float = 0.5
     sw_batch_size: int = 2
     min_lesion_ml: float = 0.0
@@ -231,7 +233,7 @@ def build_spec(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any]) -> Model
                  **({"median_fov_mm": [round(float(a) * float(b), 1) for a, b in zip(fp["median_shape"], fp["median_spacing_mm"])]}
                     if "median_shape" in fp and "median_spacing_mm" in fp else {})},
         training={"command": cfg.command, "seed": cfg.seed, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                  "lr": cfg.lr, "schedule": cfg.schedule, "loss": "DiceCELoss", "optimizer": "AdamW"},
+                  "lr": cfg.lr, "schedule": cfg.schedule, "loss": "DiceCELoss (batch Dice, foreground)" if cfg.batch_dice else "DiceCELoss", "optimizer": "AdamW"},
         versions=package_versions(),
         created=now_iso(),
     )
@@ -468,10 +470,18 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
         val_loader = DataLoader(val_ds, batch_size=1, num_workers=0)
 
     net = build_network(spec).to(device)  # (channels_last_3d measured 3x slower on CPU here)
+    if cfg.init_from and not resume:  # fine-tune: start from another run's weights (same network)
+        init = load_checkpoint(cfg.init_from)
+        try:
+            net.load_state_dict(init.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise DatasetError(f"--init-from {cfg.init_from}: its weights do not fit this network ({str(exc).splitlines()[0]}).") from exc
     model: torch.nn.Module = net
     if env.distributed:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    # nnU-Net's convention: Dice over foreground classes only, pooled over the batch ("batch Dice"), so
+    # a crop without some class does not turn every false-positive voxel of it into a full Dice loss
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=not cfg.batch_dice, batch=cfg.batch_dice)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _schedule(opt, cfg)
     use_amp = cfg.amp and device.type == "cuda"

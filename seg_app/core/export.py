@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -34,6 +35,46 @@ CSV_COLUMNS: tuple[str, ...] = tuple(
         else [f.name]
     )
 )
+
+
+def safe_file_name(name: str) -> str:
+    """A file-name-safe version of a scan name (series descriptions may contain anything); GUI and CLI."""
+    out = re.sub(r"[^A-Za-z0-9._+-]+", "_", name.strip()).strip("._")
+    return out or "scan"
+
+
+def measurements_metadata(
+    volume: Any, spec: Any = None, *, source: str = "", result: Any = None, model_path: str = "", tta: bool = False
+) -> dict[str, Any]:
+    """Provenance written beside the lesions in every measurements JSON (the GUI's and ``predict``'s):
+    app and disclaimer, model (name, version, labels, tumour regions), source scan geometry,
+    segmentation run (device, time, TTA) and every warning (loading, out-of-distribution)."""
+    from seg_app import DISCLAIMER, __version__
+    from seg_app.core.regions import composite_regions
+
+    doc: dict[str, Any] = {"app": {"name": "seg-app", "version": __version__, "disclaimer": DISCLAIMER}}
+    if spec is not None:
+        names = {lab.value: lab.name for lab in spec.labels}
+        doc["model"] = {
+            "name": spec.name, "version": spec.version, "network": spec.network.name, "path": model_path,
+            "labels": {str(v): n for v, n in names.items()},
+            "regions": {k: list(v) for k, v in composite_regions(names).items()},
+        }
+    doc["source"] = {
+        "path": source or (volume.source_paths[0] if volume.source_paths else ""),
+        "name": volume.name,
+        "modality": volume.modality,
+        "series_uid": volume.series_uid,
+        "series_description": volume.series_description,
+        "shape": list(volume.shape),
+        "spacing_mm": list(volume.spacing),
+        "orientation": volume.orientation,
+        "affine": [list(map(float, row)) for row in volume.affine],
+    }
+    if result is not None:
+        doc["segmentation"] = {"device": result.device, "seconds": round(result.seconds, 3), "tta": tta}
+    doc["warnings"] = list(volume.warnings) + list(getattr(result, "warnings", ()) or ())
+    return doc
 
 
 def _check_folder(path: Path) -> None:

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from seg_app.core.errors import Cancelled, MultipleSeriesError, SegAppError
+from seg_app.core.export import safe_file_name
 from seg_app.core.volume import Volume
 from seg_app.gui import dialogs
 from seg_app.gui.editing import LabelEditor
@@ -984,7 +985,7 @@ class MainWindow(QMainWindow):
         if self.labels is None or self.volume is None:
             self.show_error("There is no mask to save; segment the scan or paint one first.")
             return
-        path = self.ask_save_path("Save mask as NIfTI", f"{_safe_name(self.volume.name)}_mask.nii.gz", "NIfTI (*.nii.gz *.nii)")
+        path = self.ask_save_path("Save mask as NIfTI", f"{safe_file_name(self.volume.name)}_mask.nii.gz", "NIfTI (*.nii.gz *.nii)")
         if path:
             self.save_mask(path)
 
@@ -1008,7 +1009,7 @@ class MainWindow(QMainWindow):
         if not self.volume.series_uid:
             self.show_error("DICOM SEG export needs a DICOM source scan; this scan was opened from NIfTI, so save the mask as NIfTI instead.")
             return
-        path = self.ask_save_path("Save mask as DICOM SEG", f"{_safe_name(self.volume.name)}_seg.dcm", "DICOM (*.dcm)")
+        path = self.ask_save_path("Save mask as DICOM SEG", f"{safe_file_name(self.volume.name)}_seg.dcm", "DICOM (*.dcm)")
         if path:
             self.save_seg(path)
 
@@ -1054,7 +1055,7 @@ class MainWindow(QMainWindow):
             self.show_error("There are no measurements to save; segment the scan first.")
             return
         path = self.ask_save_path(
-            "Save measurements", f"{_safe_name(self.volume.name)}_lesions.csv", "CSV (*.csv);;JSON (*.json)"
+            "Save measurements", f"{safe_file_name(self.volume.name)}_lesions.csv", "CSV (*.csv);;JSON (*.json)"
         )
         if path:
             self.save_measurements(path)
@@ -1068,12 +1069,11 @@ class MainWindow(QMainWindow):
             p = p.with_name(p.name + ".csv")
         try:
             if p.suffix.lower() == ".json":
-                extra = {"scan": self.volume.name if self.volume else "", "source": list(self.volume.source_paths) if self.volume else []}
-                if self.checkpoint is not None:
-                    extra["model"] = {"name": self.checkpoint.spec.name, "version": self.checkpoint.spec.version}
-                from seg_app import DISCLAIMER
-
-                extra["disclaimer"] = DISCLAIMER
+                spec = self.checkpoint.spec if self.checkpoint is not None else None
+                extra = export.measurements_metadata(
+                    self.volume, spec, result=self.last_result, model_path=getattr(self.checkpoint, "path", ""),
+                    tta=self.tta_check.isChecked(),
+                )
                 export.save_measurements_json(p, self.lesions, self.totals, extra=extra)
             else:
                 export.save_measurements_csv(p, self.lesions)
@@ -1085,7 +1085,7 @@ class MainWindow(QMainWindow):
         return True
 
     def save_screenshot_dialog(self) -> None:
-        name = f"{_safe_name(self.volume.name)}_views.png" if self.volume else "seg-app.png"
+        name = f"{safe_file_name(self.volume.name)}_views.png" if self.volume else "seg-app.png"
         path = self.ask_save_path("Save screenshot", name, "PNG (*.png)")
         if path:
             self.save_screenshot(path)
@@ -1249,11 +1249,6 @@ def _fmt_seconds(s: float) -> str:
     if s < 60:
         return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
     return f"{int(s // 60)} min {int(s % 60):02d} s"
-
-
-def _safe_name(name: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
-    return keep or "scan"
 
 
 __all__ = ["MainWindow", "error_message"]
