@@ -1,0 +1,47 @@
+"""Make a trained run's best.pt the bundled default model (weights unchanged).
+
+    python scripts/bundle_default_model.py runs/stage3/best.pt
+
+Writes ``seg_app/models/default_brain_tumour.pt`` with the model's name, version and the exact commands
+that reproduce it in ``spec.training["reproduce"]``; then record the independent benchmark into it with
+``python benchmarks/bench_generalisation.py --record`` (see the model card).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from seg_app.core.spec import default_model_path, load_checkpoint, save_checkpoint  # noqa: E402
+
+VERSION = "2.0.0"
+REPRODUCE = [
+    "seg-train synth --out data/synth2 --cases 400 --test-cases 20 --seed 1 --workers 2",
+    "seg-train train --config training/configs/default_brain_tumour_stage1.yaml --data data/synth2 --out runs/stage1"
+    "   # keep the last.pt written after epoch 8 (see the config's header)",
+    "seg-train train --config training/configs/default_brain_tumour.yaml --data data/synth2 --out runs/stage2"
+    " --init-from runs/stage1/last.pt",
+    "seg-train train --config training/configs/default_brain_tumour_stage3.yaml --data data/synth2 --out runs/stage3"
+    " --init-from runs/stage2/last.pt",
+    "python scripts/bundle_default_model.py runs/stage3/best.pt",
+    "python benchmarks/bench_generalisation.py --record",
+]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__)
+        return 2
+    ckpt = load_checkpoint(argv[0])
+    training = dict(ckpt.spec.training, reproduce=REPRODUCE)
+    spec = ckpt.spec.with_updates(name="default_brain_tumour", version=VERSION, training=training)
+    out = save_checkpoint(default_model_path(), spec, ckpt.state_dict, None)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
