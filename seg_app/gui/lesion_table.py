@@ -62,7 +62,9 @@ class LesionTableModel(QAbstractTableModel):
             self.region_colors = dict(region_colors)
         keys = list(dict.fromkeys(k for les in self.lesions for k in (getattr(les, "region_volumes_ml", None) or {})))
         keys.sort(key=lambda k: (k not in REGION_COLUMNS, REGION_COLUMNS.index(k) if k in REGION_COLUMNS else 0))
-        self.columns = [*COLUMNS[:3], *((f"{k} (mL)", f"region:{k}", 2) for k in keys), *COLUMNS[3:]]
+        # sub-region names are long: two-line headers ("necrotic\ncore (mL)") keep the table narrow
+        heads = [f"{k} (mL)" if k in REGION_COLUMNS else f"{k} (mL)".replace(" ", "\n", 1) for k in keys]
+        self.columns = [*COLUMNS[:3], *((h, f"region:{k}", 2) for h, k in zip(heads, keys)), *COLUMNS[3:]]
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008
