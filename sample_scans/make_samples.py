@@ -32,6 +32,7 @@ from generalisation_cases import make_case  # noqa: E402
 from seg_app.core.dicom_write import write_dicom_series  # noqa: E402
 from seg_app.core.io import save_labels  # noqa: E402
 from seg_app.core.volume import Volume  # noqa: E402
+from training.synth import _save_nifti  # noqa: E402  (the one NIfTI writer of synthetic cases)
 
 SEED = 20240917
 NAME = "brain_tumour_mri"
@@ -50,18 +51,10 @@ def _pick_case():
 
 
 def main() -> None:
-    import nibabel as nib
-
     case = _pick_case()
     image, labels, affine = case.image, case.labels, case.affine
     nii = HERE / f"{NAME}.nii.gz"
-    img = nib.Nifti1Image(np.round(image).astype(np.int16), affine)
-    img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    tmp = nii.with_name(f".tmp-{nii.name}")
-    nib.save(img, tmp)
-    tmp.replace(nii)
+    _save_nifti(image[None], affine, nii, is_label=False)
     volume = Volume(np.round(image).astype(np.int16)[None], affine, modality="MR", source_paths=(str(nii),))
     save_labels(labels[None].astype(np.uint8), volume, HERE / f"{NAME}_label.nii.gz")
     dicom = HERE / f"{NAME}_dicom"
