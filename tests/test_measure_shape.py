@@ -203,23 +203,9 @@ def test_thick_spheres_are_closer_to_the_analytic_area_than_pyradiomics(name):
         assert les.sphericity < 1
 
 
-def test_stored_values_are_pyradiomics_values():
-    """Recompute a few stored values with pyradiomics itself when it is installed."""
-    pytest.importorskip("radiomics")
-    sitk = pytest.importorskip("SimpleITK")
-    from radiomics import shape
-
-    for name in ("sphere_aniso_r4_off", "sphere_iso_r7", "disc_aniso_r5", "vox2_aniso", "vox3L_iso", "diag2_iso"):
-        mask, sp = MASKS[name]
-        img = sitk.GetImageFromArray(mask.transpose(2, 1, 0).astype(np.float32))
-        img.SetSpacing(tuple(float(s) for s in sp))
-        msk = sitk.GetImageFromArray(np.ascontiguousarray(mask.transpose(2, 1, 0)))
-        msk.CopyInformation(img)
-        f = shape.RadiomicsShape(img, msk)
-        f.enableAllFeatures()
-        res = f.execute()
-        got = (float(res["SurfaceArea"]), float(res["MeshVolume"]), float(res["Sphericity"]))
-        assert got == pytest.approx(PYRADIOMICS[name], rel=1e-9), name
+# (A live recomputation with pyradiomics itself is not part of the suite: pyradiomics 3.x does not build
+# on this project's Python 3.11 + numpy 2 here, so such a test would always be skipped. The stored values
+# above came from pyradiomics 3.0.1 built in a separate environment, see the comment on PYRADIOMICS.)
 
 
 # ---- properties ----------------------------------------------------------------------------------
