@@ -122,16 +122,7 @@ def affine(spacing, rot=np.eye(3)) -> np.ndarray:
     return aff
 
 
-def rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    out = np.eye(3)
-    for axis, deg in ((0, ax), (1, ay), (2, az)):
-        t = math.radians(deg)
-        c, s = math.cos(t), math.sin(t)
-        r = np.eye(3)
-        i, j = [a for a in range(3) if a != axis]
-        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-        out = r @ out
-    return out
+from test_measure import rotation  # noqa: E402  (one copy of the test rotation helper)
 
 
 def test_every_reference_mask_has_a_stored_value():
