@@ -95,9 +95,10 @@ def region_label_values(label_specs: Sequence[Any]) -> dict[str, tuple[int, ...]
 
 
 def region_mask(labels: np.ndarray, values: Sequence[int] | None) -> np.ndarray:
-    if not values:
-        return np.zeros(labels.shape, dtype=bool)
-    return np.isin(labels, np.asarray(values, dtype=labels.dtype))
+    """``seg_app.core.regions.region_mask``, with None (a region the model does not predict) = empty."""
+    from seg_app.core.regions import region_mask as _mask
+
+    return _mask(labels, tuple(values)) if values else np.zeros(labels.shape, dtype=bool)
 
 
 #: Ground truth regions (BraTS labels of the generated cases).
