@@ -107,25 +107,25 @@ def wait_for(job: Job, timeout_s: float | None = None) -> bool:
     """
     from PySide6.QtCore import QCoreApplication, Qt
 
-    loop = QEventLoop()
-    done = {"finished": False}
+    import shiboken6
 
-    def on_finished() -> None:
-        done["finished"] = True
-        loop.quit()
+    def finished() -> bool:
+        # A job is only ever deleted after it finished (``deleteLater`` in the finished handler).
+        return not shiboken6.isValid(job) or job.isFinished()
 
-    job.finished.connect(on_finished, Qt.ConnectionType.QueuedConnection)
-    if job.isFinished():
-        done["finished"] = True
-    timer = None
-    if not done["finished"]:
-        if timeout_s is not None:
-            timer = QTimer()
-            timer.setSingleShot(True)
-            timer.timeout.connect(loop.quit)
-            timer.start(int(timeout_s * 1000))
-        loop.exec()
-        if timer is not None:
-            timer.stop()
+    if not finished():
+        loop = QEventLoop()
+        # ``finished`` may have been emitted just before we connect while ``isFinished()`` is still
+        # False (Qt sets it after the signal), and the handler may then delete the job: so besides
+        # the signals, poll the state on a short timer instead of waiting for a signal that was missed.
+        job.finished.connect(loop.quit, Qt.ConnectionType.QueuedConnection)
+        job.destroyed.connect(loop.quit)
+        poll = QTimer()
+        poll.timeout.connect(loop.quit)  # the while below re-checks state and deadline
+        poll.start(20)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not finished() and (deadline is None or time.monotonic() < deadline):
+            loop.exec()
+        poll.stop()
     QCoreApplication.processEvents()  # deliver signals queued just before ``finished``
-    return done["finished"]
+    return finished()
