@@ -20,7 +20,7 @@ from dicom_factory import (
     write_sr,
 )
 from seg_app.core import MultipleSeriesError, NoImageSeriesError, Volume, list_series, load_scan
-from seg_app.core import dicom_io
+from seg_app.core import dicom_io, dicom_pixels, dicom_scan
 from seg_app.core.dicom_write import write_dicom_series
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -331,8 +331,8 @@ def test_list_series_reads_headers_only(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("pixel data decoded during list_series")
 
-    monkeypatch.setattr(dicom_io, "pixel_array", boom)
-    monkeypatch.setattr(dicom_io, "_CACHE", {})
+    monkeypatch.setattr(dicom_pixels, "pixel_array", boom)
+    monkeypatch.setattr(dicom_scan, "_CACHE", {})
     (info,) = list_series(tmp_path)
     assert (info.description, info.modality, info.n_slices, info.rows, info.columns, info.series_number) == (
         "cor T2", "MR", 12, 20, 16, 12)
@@ -348,8 +348,8 @@ def test_native_fast_path_matches_pydicom_decoder(tmp_path, monkeypatch, syntax,
     write_dicom_series(truth, tmp_path, modality=modality, transfer_syntax=syntax)
     fast = load_scan(tmp_path)
     assert all(h.native_pixels for h in dicom_io.scan_folder(tmp_path).series[fast.series_uid])
-    monkeypatch.setattr(dicom_io, "_CACHE", {})
-    monkeypatch.setattr(dicom_io, "_native_pixels", lambda ds, fh: None)
+    monkeypatch.setattr(dicom_scan, "_CACHE", {})
+    monkeypatch.setattr(dicom_scan, "_native_pixels", lambda ds, fh: None)
     slow = load_scan(tmp_path)
     np.testing.assert_array_equal(fast.array, slow.array)
     _assert_same_volume(fast, truth)
