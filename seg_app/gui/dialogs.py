@@ -1,4 +1,4 @@
-"""Dialogs: DICOM series picker, model card, About."""
+"""Dialogs: error sentences, DICOM series picker, model card, About."""
 
 from __future__ import annotations
 
@@ -23,7 +23,18 @@ from PySide6.QtWidgets import (
 )
 
 from seg_app import DISCLAIMER, __version__
+from seg_app.core.errors import SegAppError
 from seg_app.core.volume import SeriesInfo
+
+
+def error_message(exc: BaseException) -> str:
+    """One sentence for a dialog: the core's own message, or a generic one for unexpected errors."""
+    if isinstance(exc, SegAppError):
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return "Not enough memory for this operation; close other programs or use a smaller scan."
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"Unexpected error ({type(exc).__name__}{': ' + text if text else ''})."
 
 
 def _gray_qimage(arr: np.ndarray) -> QImage:

@@ -1,0 +1,307 @@
+"""The open document, without Qt: scan, label map, edit history, lesions, model and the unsaved-changes flag.
+
+The main window shows a :class:`Session` and the job/export controllers change it; everything here is
+plain Python and NumPy (testable without a display). Listeners registered with :meth:`Session.connect`
+are called with the name of what changed: ``"volume"``, ``"labels"``, ``"measurements"``, ``"model"``
+or ``"dirty"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg_app.core.export import safe_file_name
+from seg_app.core.volume import Volume
+from seg_app.gui.editing import LabelEditor
+from seg_app.gui.viewer_state import DisplayGeometry
+
+#: Label used when no model is loaded (painting by hand still works).
+DEFAULT_LABEL = (1, "lesion", (230, 60, 60))
+
+
+class Session:
+    """Document state of the workstation.
+
+    Attributes:
+        volume: the open scan, or None.
+        geometry: how the scan maps to the display axes (set with the volume).
+        labels: label map on the scan's grid, a writable uint8 ``(1, I, J, K)`` volume, or None.
+        probabilities / agreement: the model's foreground probability and TTA agreement, when segmented.
+        editor: brush editing and undo/redo of ``labels`` (through the display view of the array).
+        lesions / totals: the measurements of the current labels (empty until measured).
+        checkpoint: the loaded model (``LoadedCheckpoint``), or None.
+        last_result: the last ``SegmentationResult`` (provenance for the JSON export).
+        dirty: True while the label map has changes that were not exported.
+    """
+
+    def __init__(self) -> None:
+        self.volume: Volume | None = None
+        self.geometry: DisplayGeometry | None = None
+        self.labels: Volume | None = None
+        self.probabilities: Volume | None = None
+        self.agreement: Volume | None = None
+        self.editor: LabelEditor | None = None
+        self.lesions: list = []
+        self.totals: list[dict] = []
+        self.checkpoint: Any = None
+        self.last_result: Any = None
+        self.dirty = False
+        self._listeners: list[Callable[[str], None]] = []
+
+    # ---- events
+    def connect(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(what)`` after every change (``what``: volume, labels, measurements, model, dirty)."""
+        self._listeners.append(callback)
+
+    def _emit(self, what: str) -> None:
+        for cb in list(self._listeners):
+            cb(what)
+
+    def set_dirty(self, dirty: bool) -> None:
+        """Mark the label map as changed since the last export (or not); always notifies."""
+        self.dirty = bool(dirty)
+        self._emit("dirty")
+
+    # ---- scan
+    def set_volume(self, volume: Volume) -> DisplayGeometry:
+        """Open a new scan: drops any mask, history and measurements; the document is clean."""
+        self.volume = volume
+        self.geometry = DisplayGeometry.from_affine(volume.affine, volume.shape)
+        self.clear_labels()
+        self._emit("volume")
+        self.set_dirty(False)
+        return self.geometry
+
+    @property
+    def title(self) -> str:
+        """Window title (``[*]`` is where Qt puts the unsaved-changes mark)."""
+        name = self.volume.name if self.volume is not None else ""
+        return f"{name}[*] - seg-app" if name else "seg-app[*]"
+
+    def scan_summary(self) -> list[str]:
+        """Lines (rich text) describing the open scan for the Scan panel."""
+        volume, g = self.volume, self.geometry
+        if volume is None or g is None:
+            return ["No scan open."]
+        sp = " x ".join(f"{s:.3g}" for s in volume.spacing)
+        info = [
+            f"<b>{volume.name}</b>",
+            f"{volume.modality or 'modality not recorded'}, {' x '.join(map(str, volume.shape))} voxels, {sp} mm",
+            f"array axes {volume.orientation}+" + (" (oblique: shown on the closest canonical planes)" if g.oblique else ""),
+        ]
+        if volume.warnings:
+            info.append(f"<span style='color:#c60'>{len(volume.warnings)} loading warning(s): "
+                        + "; ".join(volume.warnings) + "</span>")
+        return info
+
+    def describe_voxel(self, display_index, channel: int = 0) -> str:
+        """Status-bar text for a display voxel: source indices, RAS mm, intensity and label ("" without a scan)."""
+        g, volume = self.geometry, self.volume
+        if g is None or volume is None:
+            return ""
+        d = np.round(np.asarray(display_index, float)).astype(int)
+        d = np.clip(d, 0, np.asarray(g.shape) - 1)
+        i, j, k = g.to_source_index(d)
+        ras = volume.voxel_to_world((i, j, k))
+        value = float(volume.array[channel, i, j, k])
+        unit = " HU" if volume.modality == "CT" else ""
+        text = f"voxel ({i}, {j}, {k})   RAS ({ras[0]:.1f}, {ras[1]:.1f}, {ras[2]:.1f}) mm   value {value:.6g}{unit}"
+        if self.labels is not None:
+            lab = int(self.labels.array[0, i, j, k])
+            name = "background" if lab == 0 else self.label_names().get(lab, f"label {lab}")
+            text += f"   label {lab} ({name})"
+        return text
+
+    # ---- model
+    def set_checkpoint(self, checkpoint: Any) -> None:
+        self.checkpoint = checkpoint
+        self._emit("model")
+
+    @property
+    def spec(self) -> Any:
+        """The loaded model's ``ModelSpec``, or None."""
+        return self.checkpoint.spec if self.checkpoint is not None else None
+
+    def label_specs(self) -> list[tuple[int, str, tuple[int, int, int]]]:
+        """``(value, name, rgb)`` of each foreground label of the model (one default label without a model)."""
+        if self.checkpoint is not None:
+            return [(lab.value, lab.name, tuple(lab.color)) for lab in self.checkpoint.spec.foreground_labels]
+        return [DEFAULT_LABEL]
+
+    def label_names(self) -> dict[int, str]:
+        return {v: n for v, n, _c in self.label_specs()}
+
+    def label_colors(self) -> dict[int, tuple[int, int, int]]:
+        return {v: c for v, _n, c in self.label_specs()}
+
+    def region_colors(self) -> dict[str, tuple[int, int, int]]:
+        """Colour of each sub-region (its label's) and composite (WT: outermost, TC: core, ET: enhancing)."""
+        from seg_app.core.regions import composite_regions
+
+        specs = self.label_specs()
+        regions = composite_regions({v: n for v, n, _c in specs})
+        if not regions:
+            return {}
+        colors = {v: c for v, _n, c in specs}
+        out = {n: c for v, n, c in specs if v != 0}
+        oedema = [v for v in regions["WT"] if v not in regions["TC"]]
+        for key, v in (("WT", oedema[0] if oedema else regions["WT"][0]), ("TC", regions["TC"][0]), ("ET", regions["ET"][0])):
+            out[key] = colors.get(v, (200, 200, 200))
+        return out
+
+    def model_card_text(self) -> str | None:
+        """The loaded model's card (with its file), or None without a model."""
+        if self.checkpoint is None:
+            return None
+        from seg_app.core.spec import model_card
+
+        text = model_card(self.checkpoint.spec)
+        if getattr(self.checkpoint, "path", ""):
+            text += f"\nFile: {self.checkpoint.path}"
+        return text
+
+    # ---- labels and editing
+    def clear_labels(self) -> None:
+        """Drop the label map, probabilities, edit history and measurements."""
+        self.labels = self.probabilities = self.agreement = None
+        self.editor = None
+        self.lesions, self.totals = [], []
+        self._emit("labels")
+
+    def set_labels(self, labels: Volume, probabilities: Volume | None = None, agreement: Volume | None = None) -> None:
+        """Replace the label map (copied into a writable uint8 array on the scan's grid).
+
+        The old edit history and measurements go: they described the previous labels.
+
+        Raises:
+            ValueError: no scan is open, or the labels do not have the scan's shape.
+        """
+        if self.volume is None or self.geometry is None:
+            raise ValueError("open a scan before setting labels")
+        arr = np.array(labels.array, dtype=np.uint8, copy=True)
+        if arr.shape[1:] != self.volume.shape:
+            raise ValueError(f"label shape {arr.shape} does not match the scan {self.volume.shape}")
+        self.labels = Volume(arr, self.volume.affine, modality="SEG", source_paths=(), series_description="")
+        self.probabilities = probabilities
+        self.agreement = agreement
+        self.editor = LabelEditor(self.geometry.view(arr[0]), self.geometry.spacing)
+        self.lesions, self.totals = [], []
+        self._emit("labels")
+
+    def set_result(self, result: Any) -> None:
+        """Take a ``SegmentationResult``: its labels replace the mask, which is now unsaved."""
+        self.last_result = result
+        self.set_labels(result.labels, result.probabilities, getattr(result, "agreement", None))
+        self.set_dirty(True)
+
+    def ensure_labels(self) -> bool:
+        """Start an empty mask when painting on a scan without one; True when there is a mask."""
+        if self.labels is None and self.volume is not None:
+            self.set_labels(self.volume.with_array(np.zeros((1,) + self.volume.shape, np.uint8)))
+        return self.labels is not None
+
+    @property
+    def display_labels(self) -> np.ndarray | None:
+        """The label array in display axes (a view: writes land in ``labels``)."""
+        return self.editor.labels if self.editor is not None else None
+
+    @property
+    def display_probability(self) -> np.ndarray | None:
+        if self.probabilities is None or self.geometry is None:
+            return None
+        return self.geometry.view(self.probabilities.array[0])
+
+    @property
+    def manually_edited(self) -> bool:
+        """True when brush strokes changed the mask (and were not all undone)."""
+        return self.editor is not None and self.editor.can_undo
+
+    def mark_edited(self) -> None:
+        """A stroke, undo or redo changed the labels."""
+        self.set_dirty(True)
+
+    def undo(self) -> bool:
+        if self.editor is not None and self.editor.undo():
+            self.mark_edited()
+            return True
+        return False
+
+    def redo(self) -> bool:
+        if self.editor is not None and self.editor.redo():
+            self.mark_edited()
+            return True
+        return False
+
+    # ---- measurements
+    def measurement_task(self) -> Callable[[], tuple[list, list[dict]]] | None:
+        """A function that measures a snapshot of the current labels (run it in a worker); None without labels."""
+        if self.labels is None or self.volume is None:
+            return None
+        labels = self.labels.with_array(self.labels.array.copy())  # snapshot: edits may continue
+        image, prob, agreement = self.volume, self.probabilities, self.agreement
+        names = self.label_names()
+
+        def measure():
+            from seg_app.core.measure import label_totals, measure_lesions
+            from seg_app.core.regions import composite_regions
+
+            lesions = measure_lesions(labels, image=image, probabilities=prob, agreement=agreement, label_names=names,
+                                      regions=composite_regions(names))
+            return lesions, label_totals(lesions)
+
+        return measure
+
+    def set_measurements(self, lesions: list, totals: list[dict]) -> None:
+        self.lesions, self.totals = list(lesions), list(totals)
+        self._emit("measurements")
+
+    @property
+    def intensity_unit(self) -> str:
+        return "HU" if self.volume is not None and self.volume.modality == "CT" else ""
+
+    def domain_warnings(self, result: Any) -> list[str]:
+        """The out-of-distribution sentences for this scan and the result's model (shown in the banner)."""
+        spec = getattr(result, "spec", None)
+        if spec is None or self.volume is None:
+            return []
+        from seg_app.core.ood import domain_warnings
+
+        return domain_warnings(self.volume, spec)
+
+    # ---- export
+    def export_name(self, suffix: str) -> str:
+        """Default export file name ``<scan>_<suffix>`` (e.g. ``scan_mask.nii.gz``); ``seg-app_<suffix>`` without a scan."""
+        return f"{safe_file_name(self.volume.name) if self.volume is not None else 'seg-app'}_{suffix}"
+
+    def export_refusal(self, path: str | Path) -> str | None:
+        """Why the mask cannot be written to ``path`` (one sentence), or None when it can."""
+        if self.labels is None or self.volume is None:
+            return "There is no mask to save; segment the scan or paint one first."
+        p = Path(path)
+        for src in self.volume.source_paths:
+            if Path(src).resolve() == p.resolve():
+                return f"Refusing to save to {p.name}: that would overwrite the source scan."
+        return None
+
+    def export_snapshot(self) -> tuple[Volume, Volume]:
+        """``(labels copy, reference scan)`` to write in a worker while editing goes on."""
+        assert self.labels is not None and self.volume is not None
+        return self.labels.with_array(self.labels.array.copy()), self.volume
+
+    def measurements_metadata(self, tta: bool = False) -> dict:
+        """Scan, model and result provenance for the measurements JSON."""
+        from seg_app.core.export import measurements_metadata
+
+        return measurements_metadata(self.volume, self.spec, result=self.last_result,
+                                     model_path=getattr(self.checkpoint, "path", ""), tta=tta)
+
+    def mark_saved(self) -> None:
+        """The mask was exported: nothing is unsaved any more."""
+        self.set_dirty(False)
+
+
+__all__ = ["DEFAULT_LABEL", "Session"]
