@@ -1,1 +1,1 @@
-"""PySide6 widgets and workers; all computation lives in ``seg_app.core``."""
+"""The desktop app: a Qt-free document (``session``) shown by PySide6 panels, controllers and workers; all computation lives in ``seg_app.core``."""
