@@ -24,6 +24,12 @@ def test_onnx_and_bundle(tmp_path: Path) -> None:
 
     model = onnx.load(r["path"])
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    # the app's one ONNX export, signed: the app takes the file beside the checkpoint without re-checking
+    from seg_app.core import onnx_backend
+    from seg_app.core.spec import load_checkpoint
+
+    sha = onnx_backend.checkpoint_sha256(load_checkpoint(ckpt))
+    assert {p.key: p.value for p in model.metadata_props}.get("checkpoint_sha256") == sha
     assert main(["export", "--model", str(ckpt), "--bundle", str(tmp_path / "bundle")]) == 0
     meta = json.loads((tmp_path / "bundle" / "configs" / "metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "tumour"}

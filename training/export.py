@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from seg_app.core import onnx_backend
 from seg_app.core.errors import ExportError
 from seg_app.core.io import atomic_write
 from seg_app.core.spec import Checkpoint, ModelSpec, build_network, load_checkpoint, model_card
 
-ONNX_OPSET = 17
+ONNX_OPSET = onnx_backend.ONNX_OPSET
 
 
 def _network(ckpt: Checkpoint) -> torch.nn.Module:
@@ -25,11 +26,12 @@ def _network(ckpt: Checkpoint) -> torch.nn.Module:
 
 
 def export_onnx(checkpoint_path: str | os.PathLike | Checkpoint, out_path: str | os.PathLike, *, atol: float = 1e-4) -> dict[str, Any]:
-    """Export a checkpoint's network to ONNX (opset 17, dynamic batch) and check it against torch.
+    """Export a checkpoint's network to ONNX and check it against torch.
 
-    The graph maps ``image`` ``(B, C, *roi)`` to ``logits`` ``(B, L, *roi)``; the spatial size is fixed to
-    the spec's ROI (what sliding-window inference feeds it). Agreement is checked with ONNX Runtime on
-    a random batch of 2 windows.
+    The export itself is the app's (:func:`seg_app.core.onnx_backend.export_onnx`: opset
+    :data:`ONNX_OPSET`, dynamic batch, ``image`` ``(B, C, *roi)`` -> ``logits`` ``(B, L, *roi)``), signed
+    with the checkpoint's SHA-256, so the app uses the file when it lies beside the checkpoint.
+    Agreement is checked with ONNX Runtime on a random batch of 2 windows.
 
     Returns:
         ``{"path": str, "max_abs_diff": float, "opset": int, "input_shape": [...]}``.
@@ -41,31 +43,15 @@ def export_onnx(checkpoint_path: str | os.PathLike | Checkpoint, out_path: str |
     spec = ckpt.spec
     net = _network(ckpt)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shape = (1, spec.in_channels, *spec.inference.roi_size)
-    example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    import warnings
-
     try:
-        with atomic_write(out) as tmp, torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer chatter about instance norm / shape checks
-            torch.onnx.export(
-                net, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
-            )
-    except ExportError:
-        raise
+        onnx_backend.export_onnx(net, spec, out, sha256=onnx_backend.checkpoint_sha256(ckpt))
     except Exception as exc:  # noqa: BLE001 - torch.onnx raises many types
         raise ExportError(f"Could not export {spec.name} to ONNX ({exc}).") from exc
-    import onnxruntime as ort
-
-    x = torch.randn(2, *shape[1:], generator=torch.Generator().manual_seed(1))
+    shape = (2, spec.in_channels, *spec.inference.roi_size)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = net(x).numpy()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, torch.get_num_threads())
-    sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
-    got = sess.run(["logits"], {"image": x.numpy()})[0]
+    got = onnx_backend.OnnxPredictor(out, threads=torch.get_num_threads())(x).numpy()
     diff = float(np.max(np.abs(got - ref)))
     if not diff <= atol:
         raise ExportError(f"The ONNX model differs from torch by {diff:.2e} (> {atol:g}); {out} is not reliable.")

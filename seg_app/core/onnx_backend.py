@@ -26,12 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from seg_app.core.io import atomic_write
 from seg_app.core.spec import Checkpoint, ModelSpec
 
 #: Largest allowed difference between torch and ONNX Runtime softmax probabilities.
 ORT_TOLERANCE = 1e-3
 #: ONNX Runtime must take at most this fraction of torch's time to be chosen automatically.
 SPEED_MARGIN = 0.9
+#: ONNX opset of every exported model (app cache and ``seg-train export``).
+ONNX_OPSET = 17
 
 
 def available() -> bool:
@@ -69,30 +72,39 @@ def checkpoint_sha256(checkpoint: Checkpoint) -> str:
 
 
 def export_onnx(network: torch.nn.Module, spec: ModelSpec, path: str | os.PathLike, sha256: str = "") -> Path:
-    """Export ``network`` (eval, CPU) to ONNX with a dynamic batch axis, atomically."""
+    """Export ``network`` (moved to the CPU, eval) to ONNX, atomically: the one ONNX export of the project.
+
+    The graph maps ``image`` ``(B, C, *roi)`` to ``logits`` ``(B, L, *roi)``: dynamic batch axis, the
+    spatial size fixed to the spec's ROI (what sliding-window inference feeds it), opset
+    :data:`ONNX_OPSET`, legacy TorchScript exporter. When the ``onnx`` package is installed the file
+    records ``checkpoint_sha256`` (when given) and ``seg_app_spec`` metadata properties.
+
+    Args:
+        network: the checkpoint's network (its weights are exported as they are).
+        spec: the checkpoint's spec (channels, ROI size).
+        path: output ``.onnx`` file; its folder is created when missing.
+        sha256: :func:`checkpoint_sha256` of the checkpoint the weights come from, or "" (unsigned).
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     net = network.to("cpu").eval()
     example = torch.zeros((1, spec.in_channels, *spec.inference.roi_size), dtype=torch.float32)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net,
-                (example,),
-                str(tmp),
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
+    with atomic_write(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about instance norm / shape checks
+        torch.onnx.export(
+            net,
+            (example,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
         _add_metadata(tmp, {"checkpoint_sha256": sha256, "seg_app_spec": spec.to_json()})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -206,9 +218,8 @@ def predictor_for(
     if verdict is None:
         verdict = compare_backends(network, pred, spec)
         verdict_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = verdict_path.with_name(f".{verdict_path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(verdict))
-        os.replace(tmp, verdict_path)
+        with atomic_write(verdict_path) as tmp:
+            tmp.write_text(json.dumps(verdict))
     if not verdict.get("match") or verdict.get("ort_s", 1e9) > SPEED_MARGIN * verdict.get("torch_s", 0.0):
         return None
     return pred
