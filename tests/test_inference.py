@@ -319,6 +319,34 @@ def test_segmenter_recovers_from_oom_with_smaller_window_batch(ckpt_path):
     assert seg.sw_batch_size == 4  # no state kept
 
 
+def test_configure_torch_threads_is_the_one_thread_policy(monkeypatch):
+    from seg_app.core.runtime import configure_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_torch_threads(1) == 1 and torch.get_num_threads() == 1
+        assert configure_torch_threads(0) == 1  # never below one thread
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert configure_torch_threads() == 2 and torch.get_num_threads() == 2  # None: every allowed core
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---- the stages of segment() alone -----------------------------------------------------------
+def test_stages_called_alone_give_what_segment_gives(ckpt_path):
+    vol, blob = head_with_blob(affine=np.diag([1.4, 1.7, 2.6, 1.0]))
+    seg = pointwise_segmenter(ckpt_path, vol)
+    grid = seg.preprocess(vol)
+    assert tuple(grid.image.shape[1:]) != vol.shape and len(grid.full_shape) == 3  # on the model grid
+    pred = seg.predict_on_model_grid(grid)
+    assert pred.device == "cpu" and pred.agreement is None and pred.probabilities.shape == (1, *grid.image.shape[1:])
+    src = seg.back_to_source(pred, vol)
+    labels = seg.postprocess(src.labels, vol)
+    res = seg.segment(vol)
+    np.testing.assert_array_equal(labels, res.labels.array[0])
+    np.testing.assert_array_equal(src.foreground, res.probabilities.array)
+
+
 # ---- inputs the model cannot take ------------------------------------------------------------
 def test_wrong_channels_nan_and_small_images(ckpt_path):
     seg = Segmenter(ckpt_path, device="cpu", backend="torch")
