@@ -293,7 +293,8 @@ class MainWindow(QMainWindow):
 
     def _on_hover(self, ijk) -> None:
         """Status bar: voxel indices, RAS mm, intensity and label under the mouse (or the crosshair)."""
-        self.status_position.setText(self.session.describe_voxel(self.state.cursor if ijk is None else ijk, self.state.channel))
+        where = self.state.cursor if ijk is None else ijk
+        self.status_position.setText(self.session.describe_voxel(where, self.state.channel))
 
     # ---- window state
     def _on_session_changed(self, what: str) -> None:
