@@ -4,16 +4,19 @@ Single process, or DDP when started by ``torchrun`` (``RANK``/``WORLD_SIZE`` in 
 ``DistributedSampler`` in both cases (``num_replicas=1`` alone), so one process gives the same result
 either way. Random augmentation is re-seeded from ``(seed, epoch, rank)`` at every epoch start, which
 makes ``--resume`` from an epoch-end ``last.pt`` continue exactly as an uninterrupted run.
+
+One fold is trained in stages, each its own function: :func:`_setup_fold` (data loaders, network,
+optimiser, loss), ``training.state.resume_progress`` (the training state of ``last.pt``),
+``training.loop.run_epoch`` / ``validate_if_due``, ``training.state.record_epoch`` / ``save_epoch``
+(history, ``best.pt``, ``last.pt``, metrics). DDP helpers live in ``training.ddp``, run-folder files
+in ``training.run_files``.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +27,6 @@ import numpy as np
 import torch
 
 from seg_app.core.errors import CheckpointError, SegAppError
-from seg_app.core.io import atomic_write
 from seg_app.core.regions import BRATS_COLORS, composite_regions
 from seg_app.core.spec import (
     DEFAULT_COLORS,
@@ -39,7 +41,6 @@ from seg_app.core.spec import (
     load_checkpoint,
     now_iso,
     package_versions,
-    save_checkpoint,
 )
 from training.data import (
     DatasetError,
@@ -51,6 +52,15 @@ from training.data import (
     random_transforms,
     read_dataset,
 )
+from training.ddp import DistEnv, barrier, dist_env, init_distributed, wrap_model
+from training.loop import run_epoch, validate, validate_if_due
+from training.run_files import open_tensorboard, plot_curves, write_json
+from training.state import FoldRun, Progress, record_epoch, resume_progress, save_epoch, save_last
+
+__all__ = [
+    "TrainConfig", "TrainingInterrupted", "load_config_file", "build_spec", "train", "summarize_folds",
+    "physical_cores", "configure_threads", "DistEnv", "dist_env", "validate", "plot_curves",
+]
 
 
 class TrainingInterrupted(SegAppError):
@@ -127,7 +137,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in values.items()}
 
 
-# ---- machine / distributed --------------------------------------------------------------------------
+# ---- machine ------------------------------------------------------------------------------------------------
 def physical_cores() -> int:
     """Physical CPU cores usable by this process (hyper-threads not counted)."""
     try:
@@ -149,29 +159,6 @@ def physical_cores() -> int:
     return max(1, min(n, usable))
 
 
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def dist_env() -> DistEnv:
-    """Rank information from ``torchrun``'s environment (defaults: one process)."""
-    e = os.environ
-    return DistEnv(
-        int(e.get("RANK", 0)), int(e.get("WORLD_SIZE", 1)), int(e.get("LOCAL_RANK", 0)), int(e.get("LOCAL_WORLD_SIZE", e.get("WORLD_SIZE", 1)))
-    )
-
 
 def configure_threads(env: DistEnv) -> int:
     """One torch thread per physical core, shared between the processes of this node."""
@@ -184,6 +171,7 @@ def _device(cfg: TrainConfig, env: DistEnv) -> torch.device:
     if cfg.device == "auto":
         return torch.device(f"cuda:{env.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     return torch.device(cfg.device)
+
 
 
 # ---- spec -----------------------------------------------------------------------------------------------
@@ -239,107 +227,6 @@ def build_spec(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any]) -> Model
     )
 
 
-# ---- helpers ------------------------------------------------------------------------------------------------
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    p = state["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
-
-
-def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs), eta_min=cfg.lr * 0.01)
-    if cfg.schedule == "poly":
-        epochs = max(1, cfg.epochs)
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(0.0, 1.0 - e / epochs) ** 0.9)
-    raise DatasetError(f"Unknown learning-rate schedule '{cfg.schedule}' (poly or cosine).")
-
-
-def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    if not history:
-        return
-    cols = list(dict.fromkeys(k for row in history for k in row))
-    with atomic_write(run_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, restval="")
-        w.writeheader()
-        w.writerows(history)
-
-
-def plot_curves(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """Loss and validation Dice against epoch, as ``curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, ax1 = plt.subplots(figsize=(7, 4))
-    ax1.plot(ep, [h["train_loss"] for h in history], "b-", label="train loss (Dice+CE)")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("loss", color="b")
-    ax2 = ax1.twinx()
-    val = [(h["epoch"], h["val_dice"]) for h in history if h["val_dice"] != ""]
-    if val:
-        ax2.plot(*zip(*val), "r.-", label="validation Dice")
-    ax2.set_ylabel("validation Dice", color="r")
-    ax2.set_ylim(0, 1)
-    fig.tight_layout()
-    with atomic_write(run_dir / "curves.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / "tb"))
-
-
-# ---- validation -----------------------------------------------------------------------------------------------
-def validate(net: torch.nn.Module, loader, spec: ModelSpec, device: torch.device) -> float:
-    """Mean foreground Dice over validation cases with the app's sliding-window path.
-
-    Computed on the model grid (after the shared preprocessing); a case without lesions scores 1 when
-    nothing is predicted and 0 otherwise.
-    """
-    from monai.metrics import compute_dice
-    from monai.networks.utils import one_hot
-
-    from seg_app.core.inference import sliding_window_probabilities
-
-    # compute_dice per case, not DiceMetric: its aggregate() all-gathers across ranks, and only rank 0
-    # validates under DDP.
-    net.eval()
-    n_labels = spec.out_channels
-    scores = []
-    for batch in loader:
-        image = batch["image"].to(device)
-        probs = sliding_window_probabilities(net, image, spec)  # (1, L, ...)
-        pred = one_hot(probs.argmax(1, keepdim=True), n_labels)
-        label = one_hot(batch["label"].to(device).long(), n_labels)
-        scores.append(compute_dice(pred, label, include_background=False, ignore_empty=False).mean().item())
-    return float(np.mean(scores)) if scores else float("nan")
-
-
 # ---- training -------------------------------------------------------------------------------------------------
 def _splits(cfg: TrainConfig, info: DatasetInfo, base: Path) -> list[dict[str, list[str]]]:
     """Load or create the split file of the run (``splits.json``); validates that it matches the data."""
@@ -355,7 +242,7 @@ def _splits(cfg: TrainConfig, info: DatasetInfo, base: Path) -> list[dict[str, l
         splits = kfold_split(names, cfg.folds, cfg.seed)
     else:
         splits = [holdout_split(names, cfg.val_fraction, cfg.seed)]
-    _write_json(path, {"folds": cfg.folds, "seed": cfg.seed, "splits": splits})
+    write_json(path, {"folds": cfg.folds, "seed": cfg.seed, "splits": splits})
     return splits
 
 
@@ -386,14 +273,11 @@ def train(cfg: TrainConfig, resume: bool = False, all_folds: bool = False, on_ep
     else:
         divisor = int(np.prod(cfg.strides)) if cfg.network == "UNet" else 16
         fp = fingerprint(info, cfg.max_patch_voxels, divisor=divisor)
-    if env.distributed and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
+    init_distributed(env, cfg.device)
     if env.is_main:
-        _write_json(fp_path, fp)
-        _write_json(base / "config.json", dataclasses.asdict(cfg))
-    if env.distributed:
-        torch.distributed.barrier()
+        write_json(fp_path, fp)
+        write_json(base / "config.json", dataclasses.asdict(cfg))
+    barrier(env)
     splits = _splits(cfg, info, base)
     if cfg.folds and all_folds:
         results = [_train_fold(dataclasses.replace(cfg, fold=k), info, fp, splits[k], base / f"fold_{k}", resume, env, on_epoch_end) for k in range(cfg.folds)]
@@ -424,32 +308,17 @@ def summarize_folds(base: Path) -> dict[str, Any]:
         "std_val_dice": float(np.nanstd(vals)) if len(vals) else None,
         "n_folds_done": len(vals),
     }
-    _write_json(base / "cv_summary.json", summary)
+    write_json(base / "cv_summary.json", summary)
     return summary
 
 
-def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: dict[str, list[str]], run_dir: Path, resume: bool, env: DistEnv,
-                on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+# ---- one fold ------------------------------------------------------------------------------------------------
+def _make_loaders(cfg: TrainConfig, spec: ModelSpec, train_files: list[dict[str, Any]], val_files: list[dict[str, Any]],
+                  env: DistEnv, n_threads: int) -> tuple[Any, Any, torch.Generator, Any, Any | None]:
+    """Cached training dataset, its sampler, generator and loader, and the validation loader (rank 0 only)."""
     from monai.data import CacheDataset, DataLoader, list_data_collate
-    from monai.losses import DiceCELoss
     from monai.transforms import Compose, DeleteItemsd
-    from monai.utils import set_determinism
     from torch.utils.data.distributed import DistributedSampler
-    from tqdm import tqdm
-
-    import warnings
-
-    warnings.filterwarnings("ignore", message="Num foregrounds 0")  # lesion-free cases: negative crops only
-    n_threads = configure_threads(env)
-    device = _device(cfg, env)
-    set_determinism(seed=cfg.seed)
-    spec = build_spec(cfg, info, fp)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    by_name = {c["name"]: c for c in info.training}
-    train_files = [by_name[n] for n in split["train"]]
-    val_files = [by_name[n] for n in split["val"]]
-    if not train_files:
-        raise DatasetError("No training cases left after the validation split.")
 
     workers = cfg.workers if cfg.workers is not None else (0 if physical_cores() <= 2 else min(4, physical_cores() // 2))
     det = deterministic_transforms(spec)
@@ -468,7 +337,11 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
         val_ds = CacheDataset(val_files, Compose(det[:-3] + [det[-1]]), cache_rate=1.0,
                               num_workers=max(1, n_threads), progress=False)
         val_loader = DataLoader(val_ds, batch_size=1, num_workers=0)
+    return train_ds, sampler, gen, loader, val_loader
 
+
+def _make_network(cfg: TrainConfig, spec: ModelSpec, device: torch.device, resume: bool) -> torch.nn.Module:
+    """The spec's network on ``device``; with ``--init-from`` (and not resuming) another run's weights."""
     net = build_network(spec).to(device)  # (channels_last_3d measured 3x slower on CPU here)
     if cfg.init_from and not resume:  # fine-tune: start from another run's weights (same network)
         init = load_checkpoint(cfg.init_from)
@@ -476,9 +349,40 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
             net.load_state_dict(init.state_dict, strict=True)
         except RuntimeError as exc:
             raise DatasetError(f"--init-from {cfg.init_from}: its weights do not fit this network ({str(exc).splitlines()[0]}).") from exc
-    model: torch.nn.Module = net
-    if env.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return net
+
+
+def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs), eta_min=cfg.lr * 0.01)
+    if cfg.schedule == "poly":
+        epochs = max(1, cfg.epochs)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(0.0, 1.0 - e / epochs) ** 0.9)
+    raise DatasetError(f"Unknown learning-rate schedule '{cfg.schedule}' (poly or cosine).")
+
+
+def _setup_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: dict[str, list[str]], run_dir: Path,
+                resume: bool, env: DistEnv) -> FoldRun:
+    """Seed, then build the data loaders, network, loss, optimiser and schedule of one fold (in this order)."""
+    from monai.losses import DiceCELoss
+    from monai.utils import set_determinism
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Num foregrounds 0")  # lesion-free cases: negative crops only
+    n_threads = configure_threads(env)
+    device = _device(cfg, env)
+    set_determinism(seed=cfg.seed)
+    spec = build_spec(cfg, info, fp)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    by_name = {c["name"]: c for c in info.training}
+    train_files = [by_name[n] for n in split["train"]]
+    val_files = [by_name[n] for n in split["val"]]
+    if not train_files:
+        raise DatasetError("No training cases left after the validation split.")
+    train_ds, sampler, gen, loader, val_loader = _make_loaders(cfg, spec, train_files, val_files, env, n_threads)
+    net = _make_network(cfg, spec, device, resume)
+    model = wrap_model(net, env, device)
     # nnU-Net's convention: Dice over foreground classes only, pooled over the batch ("batch Dice"), so
     # a crop without some class does not turn every false-positive voxel of it into a full Dice loss
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=not cfg.batch_dice, batch=cfg.batch_dice)
@@ -486,131 +390,51 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
     sched = _schedule(opt, cfg)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return FoldRun(cfg, env, spec, device, n_threads, run_dir, len(train_files), len(val_files), train_ds, sampler, gen,
+                   loader, val_loader, net, model, loss_fn, opt, sched, scaler, use_amp)
 
-    start_epoch, best, best_epoch, history, elapsed_before, cpu_before = 0, -1.0, -1, [], 0.0, 0.0
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if resume and last_path.is_file():
-        ck = load_checkpoint(last_path)
-        ts = ck.training_state or {}
-        if "optimizer" not in ts:
-            raise DatasetError(f"{last_path} holds no training state to resume from.")
-        net.load_state_dict(ck.state_dict)
-        opt.load_state_dict(ts["optimizer"])
-        sched.load_state_dict(ts["scheduler"])
-        if "scaler" in ts and use_amp:
-            scaler.load_state_dict(ts["scaler"])
-        start_epoch, best, best_epoch = int(ts["epoch"]), float(ts["best_dice"]), int(ts["best_epoch"])
-        history = list(ts.get("history", []))
-        elapsed_before = float(ts.get("elapsed_s", 0.0))
-        cpu_before = float(ts.get("cpu_s", 0.0))
-        _set_rng_state(ts["rng"])
-    elif resume:
-        raise DatasetError(f"Cannot resume: {last_path} does not exist.")
 
-    tb = _tensorboard(run_dir) if env.is_main else None
+def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: dict[str, list[str]], run_dir: Path, resume: bool, env: DistEnv,
+                on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train one fold (or the single holdout split) into ``run_dir``; rank 0 writes the files and logs."""
     from monai.data import set_track_meta
+    from tqdm import tqdm
 
+    fold = _setup_fold(cfg, info, fp, split, run_dir, resume, env)
+    progress = resume_progress(fold) if resume else Progress()
+    tb = open_tensorboard(run_dir) if env.is_main else None
     set_track_meta(False)  # after caching: random transforms and the network need no metadata (faster)
-    t_start, cpu_start = time.perf_counter(), time.process_time()
-    epoch = start_epoch
-
-    def cpu_s() -> float:
-        """CPU seconds of this process over all threads (wall time is inflated on a shared machine)."""
-        return round(cpu_before + time.process_time() - cpu_start, 1)
-
-    def training_state(completed: int, interrupted: bool = False) -> dict[str, Any]:
-        return {
-            "epoch": completed, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict() if use_amp else {}, "best_dice": best, "best_epoch": best_epoch,
-            "history": history, "rng": _rng_state(), "elapsed_s": elapsed_before + time.perf_counter() - t_start,
-            "cpu_s": cpu_s(), "interrupted_mid_epoch": interrupted, "fold": cfg.fold if cfg.folds else -1,
-        }
-
-    def spec_now() -> ModelSpec:
-        m: dict[str, Any] = {"val_dice": round(best, 4) if best >= 0 else None, "best_epoch": best_epoch,
-                             "n_val_cases": len(val_files), "n_train_cases": len(train_files)}
-        if cfg.folds:
-            m["fold"], m["folds"] = cfg.fold, cfg.folds
-        tr = dict(spec.training, training_time_s=round(elapsed_before + time.perf_counter() - t_start, 1), cpu_time_s=cpu_s(),
-                  epochs_done=epoch, threads=n_threads, world_size=env.world_size, device=device.type)
-        return spec.with_updates(metrics=m, training=tr)
-
+    progress.start_clock()
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(progress.epoch, cfg.epochs):
+            progress.epoch = epoch
             t0 = time.perf_counter()
-            sampler.set_epoch(epoch)
-            epoch_seed = (cfg.seed * 1_000_003 + epoch * 7919 + env.rank * 104_729) % (2**31)
-            train_ds.transform.set_random_state(seed=epoch_seed)  # used directly when workers == 0
-            gen.manual_seed(epoch_seed)  # seeds the worker copies when workers > 0
-            model.train()
-            losses = []
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and env.is_main),
-                       leave=False, mininterval=1.0, dynamic_ncols=True)
-            for batch in bar:
-                x = batch["image"].to(device)
-                y = batch["label"].to(device)
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=device.type, enabled=use_amp):
-                    loss = loss_fn(model(x), y)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                losses.append(float(loss.detach()))
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            sched.step()
-            mean_loss = float(np.mean(losses)) if losses else float("nan")
-            if env.distributed:  # average the epoch loss over ranks for the log
-                t = torch.tensor([mean_loss], device=device)
-                torch.distributed.all_reduce(t)
-                mean_loss = float(t.item()) / env.world_size
-            val_dice: float | str = ""
-            do_val = val_loader is not None and ((epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 == cfg.epochs)
-            if do_val:
-                val_dice = validate(net, val_loader, spec, device)
+            mean_loss, n_iters = run_epoch(fold, epoch)
+            val_dice = validate_if_due(fold, epoch)
             dt = time.perf_counter() - t0
+            save_best = env.is_main and record_epoch(fold, progress, epoch + 1, mean_loss, val_dice, n_iters, dt)
+            progress.epoch = epoch + 1  # epochs completed
             if env.is_main:
-                improved = isinstance(val_dice, float) and val_dice > best
-                if improved or (val_loader is None and epoch + 1 == cfg.epochs):
-                    best, best_epoch = (float(val_dice), epoch + 1) if improved else (best, epoch + 1)
-                history.append({
-                    "epoch": epoch + 1, "train_loss": round(mean_loss, 5), "val_dice": round(val_dice, 5) if val_dice != "" else "",
-                    "lr": opt.param_groups[0]["lr"], "epoch_s": round(dt, 2), "iters_per_s": round(len(losses) / dt, 3) if dt else 0,
-                    "elapsed_s": round(elapsed_before + time.perf_counter() - t_start, 1), "cpu_s": cpu_s(),
-                })
-                epoch += 1  # epochs completed
-                if improved or (val_loader is None and epoch == cfg.epochs):
-                    save_checkpoint(best_path, spec_now(), net.state_dict())
-                save_checkpoint(last_path, spec_now(), net.state_dict(), training_state(epoch))
-                _write_metrics(run_dir, history)
-                if tb is not None:
-                    tb.add_scalar("loss/train", mean_loss, epoch)
-                    if val_dice != "":
-                        tb.add_scalar("dice/val", float(val_dice), epoch)
-                if do_val or epoch == cfg.epochs:
-                    plot_curves(run_dir, history)
-                msg = f"epoch {epoch}/{cfg.epochs} loss {mean_loss:.4f}" + (f" val Dice {val_dice:.4f}" if val_dice != "" else "") + f" ({dt:.1f} s)"
+                save_epoch(fold, progress, save_best, tb, mean_loss, val_dice)
+                msg = f"epoch {progress.epoch}/{cfg.epochs} loss {mean_loss:.4f}" + (f" val Dice {val_dice:.4f}" if val_dice is not None else "") + f" ({dt:.1f} s)"
                 if cfg.progress:
                     tqdm.write(msg)
-            else:
-                epoch += 1
-            if env.distributed:
-                torch.distributed.barrier()
+            barrier(env)
             if on_epoch_end is not None:
-                on_epoch_end(epoch)
-            if cfg.max_minutes and (elapsed_before + time.perf_counter() - t_start) > 60 * cfg.max_minutes:
+                on_epoch_end(progress.epoch)
+            if cfg.max_minutes and progress.elapsed_s() > 60 * cfg.max_minutes:
                 if env.is_main and cfg.progress:
                     tqdm.write(f"stopping: time budget of {cfg.max_minutes} min reached")
                 break
     except KeyboardInterrupt:
         if env.is_main:
-            save_checkpoint(last_path, spec_now(), net.state_dict(), training_state(epoch, interrupted=True))
-            _write_metrics(run_dir, history)
-        raise TrainingInterrupted(f"Training interrupted at epoch {epoch + 1}; {last_path} was saved (resume with --resume).") from None
+            save_last(fold, progress, interrupted=True)
+        raise TrainingInterrupted(f"Training interrupted at epoch {progress.epoch + 1}; {fold.last_path} was saved (resume with --resume).") from None
     finally:
         set_track_meta(True)
         if tb is not None:
             tb.close()
-    if env.is_main and history:
-        plot_curves(run_dir, history)
-    return {"run_dir": str(run_dir), "best_val_dice": best, "best_epoch": best_epoch, "epochs": epoch,
-            "history": history, "best": str(best_path), "last": str(last_path)}
+    if env.is_main and progress.history:
+        plot_curves(run_dir, progress.history)
+    return {"run_dir": str(run_dir), "best_val_dice": progress.best, "best_epoch": progress.best_epoch, "epochs": progress.epoch,
+            "history": progress.history, "best": str(fold.best_path), "last": str(fold.last_path)}

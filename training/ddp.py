@@ -1,0 +1,75 @@
+"""DistributedDataParallel plumbing for ``seg-train train`` under ``torchrun``.
+
+Every helper is a no-op for a single process (``WORLD_SIZE`` unset or 1), so the training loop calls
+them unconditionally. The process group is destroyed by the caller (``training.cli``) once training
+returns.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["DistEnv", "dist_env", "init_distributed", "wrap_model", "barrier", "mean_over_ranks"]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place among the ``torchrun`` workers."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_env() -> DistEnv:
+    """Rank information from ``torchrun``'s environment (defaults: one process)."""
+    e = os.environ
+    return DistEnv(
+        int(e.get("RANK", 0)), int(e.get("WORLD_SIZE", 1)), int(e.get("LOCAL_RANK", 0)), int(e.get("LOCAL_WORLD_SIZE", e.get("WORLD_SIZE", 1)))
+    )
+
+
+def init_distributed(env: DistEnv, device: str) -> None:
+    """Join the process group (NCCL on CUDA, gloo otherwise) unless single-process or already joined.
+
+    Args:
+        env: this process's rank information.
+        device: the ``--device`` setting; ``"cpu"`` forces gloo even where CUDA is available.
+    """
+    if env.distributed and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+
+
+def wrap_model(net: torch.nn.Module, env: DistEnv, device: torch.device) -> torch.nn.Module:
+    """``net`` wrapped in DistributedDataParallel when distributed, else ``net`` itself."""
+    if not env.distributed:
+        return net
+    return torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def barrier(env: DistEnv) -> None:
+    """Wait for every rank (distributed only)."""
+    if env.distributed:
+        torch.distributed.barrier()
+
+
+def mean_over_ranks(value: float, env: DistEnv, device: torch.device) -> float:
+    """The mean of ``value`` over all ranks (``value`` itself for one process)."""
+    if not env.distributed:
+        return value
+    t = torch.tensor([value], device=device)
+    torch.distributed.all_reduce(t)
+    return float(t.item()) / env.world_size
