@@ -1,4 +1,8 @@
-"""Shared pytest set-up: helper modules on the path, a private app cache, and the tiny test checkpoint."""
+"""Shared pytest set-up: helper modules on the path, a private app cache, and the tiny test checkpoint.
+
+Tiny checkpoints come from one factory, ``checkpoints.make_tiny_checkpoint``; call it directly for a
+variant (other seed, channels, labels, grid) and use the ``tiny_checkpoint_path`` fixture otherwise.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ def _private_app_cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random-weight, deterministic 1-channel checkpoint (``corpus.save_tiny_checkpoint``)."""
-    from corpus import save_tiny_checkpoint
+    """A tiny random-weight, deterministic 1-channel checkpoint on the corpus grid (``corpus.CORPUS_MODEL``)."""
+    from checkpoints import make_tiny_checkpoint
+    from corpus import CORPUS_MODEL
 
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny_model") / "tiny.pt")
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_model") / "tiny.pt", **CORPUS_MODEL)

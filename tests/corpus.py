@@ -24,7 +24,10 @@ from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
+import checkpoints
+from checkpoints import make_tiny_checkpoint
 from seg_app.core.dicom_write import write_dicom_series
+from seg_app.core.spec import InferenceSpec
 from seg_app.core.volume import Volume
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -151,30 +154,15 @@ def _series(folder: Path, volume: Volume | None = None, **kw) -> list[Path]:
     return write_dicom_series(volume or corpus_volume(), folder, **kw)
 
 
+#: The tiny test model's grid and sliding window for corpus scans (``make_tiny_checkpoint(path, **CORPUS_MODEL)``):
+#: 1 x 1 x 2 mm like the corpus volumes, a 16 x 16 x 8 window, no blending.
+CORPUS_MODEL = {"spacing": (1.0, 1.0, 2.0), "version": "0.0.1",
+                "inference": InferenceSpec(roi_size=(16, 16, 8), overlap=0.25, blend_mode="constant", sw_batch_size=1)}
+
+
 def tiny_spec(in_channels: int = 1, name: str = "tiny-test-model"):
-    """A ModelSpec for a very small random-weight 3D UNet (fast on CPU)."""
-    from seg_app.core.spec import ChannelSpec, InferenceSpec, LabelSpec, ModelSpec, NetworkSpec
-
-    kwargs = {"spatial_dims": 3, "in_channels": in_channels, "out_channels": 2, "channels": [4, 8],
-              "strides": [2], "num_res_units": 0}
-    return ModelSpec(
-        name=name,
-        network=NetworkSpec("UNet", kwargs),
-        channels=tuple(ChannelSpec(f"ch{c}", "MR") for c in range(in_channels)),
-        labels=(LabelSpec(0, "background", (0, 0, 0)), LabelSpec(1, "tumour", (230, 60, 60))),
-        target_spacing=(1.0, 1.0, 2.0),
-        inference=InferenceSpec(roi_size=(16, 16, 8), overlap=0.25, blend_mode="constant", sw_batch_size=1),
-        version="0.0.1",
-    )
-
-
-def save_tiny_checkpoint(path: Path, in_channels: int = 1) -> Path:
-    """A tiny random-weight checkpoint (deterministic)."""
-    from seg_app.core.spec import build_network, save_checkpoint
-
-    torch.manual_seed(0)
-    spec = tiny_spec(in_channels)
-    return save_checkpoint(path, spec, build_network(spec).state_dict())
+    """The spec of the corpus's tiny model (``checkpoints.tiny_spec`` on the corpus grid)."""
+    return checkpoints.tiny_spec(in_channels=in_channels, name=name, **CORPUS_MODEL)
 
 
 class _RunsCode:
@@ -388,10 +376,10 @@ def build_corpus(tmp_dir: str | os.PathLike[str]) -> list[CorpusCase]:
     # ---- checkpoints -----------------------------------------------------------------------
     ck = root / "checkpoints"
     ck.mkdir()
-    four = save_tiny_checkpoint(ck / "four_channels.pt", in_channels=4)
+    four = make_tiny_checkpoint(ck / "four_channels.pt", in_channels=4, **CORPUS_MODEL)
     add(CorpusCase("checkpoint_4ch_on_1ch_scan", four, "checkpoint", "IncompatibleInputError", scan=good_nii,
                    note="the model needs 4 channels, the scan has 1"))
-    tiny = save_tiny_checkpoint(ck / "_valid.pt")
+    tiny = make_tiny_checkpoint(ck / "_valid.pt", **CORPUS_MODEL)
     payload = torch.load(tiny, weights_only=True)
     payload["format_version"] = 99
     torch.save(payload, ck / "wrong_version.pt")

@@ -35,31 +35,11 @@ def write_nifti(path: Path, shape=SCAN_SHAPE, affine=SCAN_AFFINE, seed: int = 0)
 
 
 def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A random-weight UNet checkpoint (channels [4, 8], ROI 16^3) with one foreground label."""
-    import torch
+    """A random-weight UNet checkpoint (channels [4, 8], ROI 16^3, 1 mm grid) with one foreground label."""
+    from checkpoints import make_tiny_checkpoint as make
+    from seg_app.core.spec import InferenceSpec
 
-    from seg_app.core.spec import (
-        ChannelSpec,
-        InferenceSpec,
-        LabelSpec,
-        ModelSpec,
-        NetworkSpec,
-        build_network,
-        save_checkpoint,
-    )
-
-    spec = ModelSpec(
-        name="tiny-test-model",
-        network=NetworkSpec("UNet", {"channels": [4, 8], "strides": [2], "num_res_units": 0}),
-        channels=(ChannelSpec("T1", "MR"),),
-        labels=(LabelSpec(0, "background", (0, 0, 0)), LabelSpec(1, "tumour", (230, 60, 60))),
-        target_spacing=(1.0, 1.0, 1.0),
-        inference=InferenceSpec(roi_size=(16, 16, 16), overlap=0.5, sw_batch_size=1),
-        description="Random weights, for tests only.",
-    )
-    torch.manual_seed(seed)
-    save_checkpoint(path, spec, build_network(spec).state_dict())
-    return path
+    return make(path, seed=seed, spacing=(1.0, 1.0, 1.0), inference=InferenceSpec(roi_size=(16, 16, 16), overlap=0.5, sw_batch_size=1))
 
 
 @pytest.fixture(scope="session")

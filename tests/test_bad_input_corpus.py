@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpus import CorpusCase, build_corpus, good_scan, save_tiny_checkpoint
+from corpus import CorpusCase, build_corpus, good_scan
 from seg_app.core import errors as core_errors
 from seg_app.core import io as core_io
 from seg_app.core.errors import SegAppError
@@ -45,11 +45,6 @@ def _hashes(paths: list[Path]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> list[CorpusCase]:
     return build_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
@@ -172,14 +167,14 @@ def pytestmark_predict(fn):
 
 
 @pytestmark_predict
-def test_predict_all_scan_cases_in_one_run(corpus, tiny_model, tmp_path):
+def test_predict_all_scan_cases_in_one_run(corpus, tiny_checkpoint_path, tmp_path):
     """Bad inputs fail one line each; the good ones among them are still processed."""
     scans = [c for c in corpus if c.kind == "scan"]
     good = good_scan(tmp_path)
     inputs = [good] + [c.path for c in scans]
     before = _hashes(inputs)
     out = tmp_path / "out"
-    proc = _run_predict(inputs, out, tiny_model)
+    proc = _run_predict(inputs, out, tiny_checkpoint_path)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "unexpected" not in proc.stderr, proc.stderr
     assert proc.returncode == 1, (proc.returncode, proc.stderr)

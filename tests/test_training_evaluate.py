@@ -188,13 +188,14 @@ def test_brats_composite_regions() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
-    from training.train import TrainConfig, train
+    """A tiny random-weight model with the dataset's (BraTS) labels, and a dataset with 2 labelled test cases."""
+    from checkpoints import make_tiny_checkpoint
+    from training.data import read_dataset
 
     root = tmp_path_factory.mktemp("ev")
     data = write_dataset(root / "data", 4, seed=11, test_cases=2, opts=SynthOptions(size=20), progress=False)
-    train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, patch_size=[16, 16, 16], channels=[4, 8],
-                      strides=[2], num_res_units=0, progress=False))
-    return root / "run" / "best.pt", data
+    labels = sorted(read_dataset(data).labels.items())
+    return make_tiny_checkpoint(root / "best.pt", labels=labels), data
 
 
 def test_perfect_prediction_gives_dice_one(tiny_model, monkeypatch, tmp_path: Path) -> None:
