@@ -214,7 +214,7 @@ def test_json_and_csv_files(tmp_path):
 
 def test_ragged_masks_use_the_binary_mesh(monkeypatch):
     """Above MAX_MESH_FACES boundary faces even thick lesions get the binary (IBSI) mesh, not the smoothed one."""
-    import seg_app.core.measure as m
+    import seg_app.core.shape as m
 
     aff = GRIDS["oblique"]
     r = 14.0

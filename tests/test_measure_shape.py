@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from seg_app.core import measure as m
+from seg_app.core import shape
 from seg_app.core.volume import Volume
 
 GRIDS = {"aniso": (0.7, 0.7, 3.0), "iso": (1.0, 1.0, 1.0)}
@@ -133,14 +134,14 @@ def test_every_reference_mask_has_a_stored_value():
 def test_binary_mesh_equals_pyradiomics(name):
     """The IBSI mesh (binary marching cubes at 0.5) gives pyradiomics' area, mesh volume and sphericity."""
     mask, sp = MASKS[name]
-    area, volume = m._ibsi_mesh(mask.astype(bool), np.diag(sp))
+    area, volume = shape._ibsi_mesh(mask.astype(bool), np.diag(sp))
     ref_area, ref_volume, ref_sph = PYRADIOMICS[name]
     assert area == pytest.approx(ref_area, rel=1e-9)
     assert volume == pytest.approx(ref_volume, rel=1e-9)
-    assert m._sphericity(area, volume) == pytest.approx(ref_sph, rel=1e-9)
+    assert shape.sphericity(area, volume) == pytest.approx(ref_sph, rel=1e-9)
 
 
-THIN = sorted(k for k, (mask, _) in MASKS.items() if not m._is_thick(mask.astype(bool)))
+THIN = sorted(k for k, (mask, _) in MASKS.items() if not shape._is_thick(mask.astype(bool)))
 THICK = sorted(set(MASKS) - set(THIN))
 
 
