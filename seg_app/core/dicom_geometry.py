@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seg_app.core.volume import MAX_VOXELS
+
 __all__ = ["MAX_VOXELS", "RAS_FROM_LPS", "FrameHeader", "SeriesGeometry", "plan_geometry"]
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-#: Refuse series whose float32 array would exceed this many voxels (8 GiB).
-MAX_VOXELS = 2**31
 
 _GEOMETRY_TOL_MM = 1e-3  # positions closer than this along the normal are the same slice
 _TILT_TOL_DEG = 0.05

@@ -9,10 +9,8 @@ import nibabel as nib
 import numpy as np
 
 from seg_app.core.errors import CorruptScanError, ScanTooLargeError, UnsupportedScanError
-from seg_app.core.volume import Volume
+from seg_app.core.volume import MAX_VOXELS, Volume
 
-#: Refuse images whose float32 array would exceed this many voxels (channels included; 8 GiB).
-MAX_VOXELS = 2**31
 #: A 4th dimension up to this long is read as channels (MSD style); longer ones are time series.
 MAX_CHANNELS = 8
 #: deflate cannot compress better than about 1032:1, so a .nii.gz claiming more is truncated/lying.

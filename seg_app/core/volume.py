@@ -9,6 +9,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+#: Loaders refuse images whose float32 array would exceed this many voxels (8 GiB): a corrupt header
+#: or an image far too large for this app.
+MAX_VOXELS = 2**31
+
 
 @dataclass(frozen=True, eq=False)
 class Volume:
