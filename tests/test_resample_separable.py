@@ -5,7 +5,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from seg_app.core.inference import _resample_separable, _separable_map
+from seg_app.core.grid import _resample_separable, _separable_map
 from seg_app.core.preprocess import resample_to_reference
 from seg_app.core.volume import Volume
 

@@ -40,7 +40,6 @@ from seg_app.core.grid import (
     to_model_grid,
     to_source_grid,
 )
-from seg_app.core.grid import _resample_separable, _separable_map  # noqa: F401 - old home, kept for callers
 from seg_app.core.ood import domain_warnings
 from seg_app.core.postprocess import postprocess_labels
 from seg_app.core.runtime import (
