@@ -26,11 +26,12 @@ from seg_app.core.spec import (
     ModelSpec,
     NetworkSpec,
     PostprocessSpec,
-    build_network,
     load_checkpoint,
-    save_checkpoint,
 )
 from seg_app.core.volume import Volume
+
+
+from checkpoints import make_tiny_checkpoint  # noqa: E402
 
 
 def tiny_spec(spacing=(2.0, 2.0, 2.0), roi=(16, 16, 16), labels=2, **changes) -> ModelSpec:
@@ -47,11 +48,10 @@ def tiny_spec(spacing=(2.0, 2.0, 2.0), roi=(16, 16, 16), labels=2, **changes) ->
 
 
 def tiny_checkpoint(path, seed: int = 0, **spec_changes):
-    """A random-weight tiny UNet checkpoint written with ``save_checkpoint``."""
-    spec = tiny_spec(**spec_changes)
-    torch.manual_seed(seed)
-    save_checkpoint(path, spec, build_network(spec).state_dict())
-    return path
+    """A random-weight tiny UNet checkpoint (the shared factory, with this file's name and labels)."""
+    spec_changes.setdefault("name", "tiny-test")  # test_predict_cli asserts this name
+    spec_changes.setdefault("description", "")
+    return make_tiny_checkpoint(path, seed=seed, **spec_changes)
 
 
 class Pointwise(torch.nn.Module):

@@ -28,6 +28,7 @@ import torch
 
 from seg_app.core.errors import CheckpointError, SegAppError
 from seg_app.core.regions import BRATS_COLORS, composite_regions
+from seg_app.core.runtime import configure_torch_threads
 from seg_app.core.spec import (
     DEFAULT_COLORS,
     ChannelSpec,
@@ -162,9 +163,7 @@ def physical_cores() -> int:
 
 def configure_threads(env: DistEnv) -> int:
     """One torch thread per physical core, shared between the processes of this node."""
-    n = max(1, physical_cores() // max(1, env.local_world_size))
-    torch.set_num_threads(n)
-    return n
+    return configure_torch_threads(max(1, physical_cores() // max(1, env.local_world_size)))
 
 
 def _device(cfg: TrainConfig, env: DistEnv) -> torch.device:
