@@ -1,6 +1,6 @@
-"""Make a trained run's best.pt the bundled default model (weights unchanged).
+"""Make a trained run's checkpoint the bundled default model (weights unchanged).
 
-    python scripts/bundle_default_model.py runs/stage3/best.pt
+    python scripts/bundle_default_model.py runs/stage4/last.pt
 
 Writes ``seg_app/models/default_brain_tumour.pt`` with the model's name, version and the exact commands
 that reproduce it in ``spec.training["reproduce"]``; then record the independent benchmark into it with
@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from seg_app.core.spec import default_model_path, load_checkpoint, save_checkpoint  # noqa: E402
 
-VERSION = "2.0.0"
+VERSION = "2.1.0"
 REPRODUCE = [
     "seg-train synth --out data/synth2 --cases 400 --test-cases 20 --seed 1 --workers 2",
     "seg-train train --config training/configs/default_brain_tumour_stage1.yaml --data data/synth2 --out runs/stage1"
@@ -26,7 +26,9 @@ REPRODUCE = [
     " --init-from runs/stage1/last.pt",
     "seg-train train --config training/configs/default_brain_tumour_stage3.yaml --data data/synth2 --out runs/stage3"
     " --init-from runs/stage2/last.pt",
-    "python scripts/bundle_default_model.py runs/stage3/best.pt",
+    "seg-train train --config training/configs/default_brain_tumour_stage4.yaml --data data/synth2 --out runs/stage4"
+    " --init-from runs/stage3/best.pt",
+    "python scripts/bundle_default_model.py runs/stage4/last.pt",
     "python benchmarks/bench_generalisation.py --record",
 ]
 
