@@ -17,6 +17,8 @@ import pytest
 from seg_app.core.spec import load_checkpoint
 from training.synth import SynthOptions, write_dataset
 
+pytestmark = pytest.mark.slow  # torchrun subprocesses: 20-30 s each
+
 
 @pytest.mark.timeout(300)
 def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
