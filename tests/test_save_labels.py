@@ -131,7 +131,7 @@ def test_atomic_write_gives_usual_file_mode(tmp_path):
     """mkstemp's 0600 must not leak into outputs: other users (PACS import, colleagues) read them."""
     import os
 
-    from seg_app.core.io import _UMASK, atomic_write
+    from seg_app.core.files import _UMASK, atomic_write
 
     out = tmp_path / "x.json"
     with atomic_write(out) as tmp:

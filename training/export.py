@@ -14,15 +14,13 @@ import torch
 from seg_app.core import onnx_backend
 from seg_app.core.errors import ExportError
 from seg_app.core.io import atomic_write
-from seg_app.core.spec import Checkpoint, ModelSpec, build_network, load_checkpoint, model_card
+from seg_app.core.spec import Checkpoint, ModelSpec, load_checkpoint, model_card, network_from_checkpoint
 
 ONNX_OPSET = onnx_backend.ONNX_OPSET
 
 
 def _network(ckpt: Checkpoint) -> torch.nn.Module:
-    net = build_network(ckpt.spec)
-    net.load_state_dict(ckpt.state_dict, strict=True)
-    return net.eval()
+    return network_from_checkpoint(ckpt)
 
 
 def export_onnx(checkpoint_path: str | os.PathLike | Checkpoint, out_path: str | os.PathLike, *, atol: float = 1e-4) -> dict[str, Any]:

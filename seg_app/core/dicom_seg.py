@@ -25,9 +25,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from seg_app.core.errors import ExportError, ScanLoadError
+from seg_app.core.files import overwrites_source
 from seg_app.core.io import atomic_write, label_array_on_grid
 from seg_app.core.regions import brats_role, composite_regions
 from seg_app.core.volume import Volume
+
+__all__ = ["export_dicom_seg", "read_dicom_seg"]
 
 if TYPE_CHECKING:  # torch-free at import time: spec.py imports torch
     from seg_app.core.spec import ModelSpec
@@ -84,13 +87,8 @@ def _check_reference(reference: Volume, path: Path) -> None:
             f"Cannot write the DICOM SEG {path}: the source series has no FrameOfReferenceUID, so the "
             "segmentation could not be placed on it."
         )
-    for src in reference.source_paths:
-        try:
-            same = Path(src).resolve() == path.resolve() or (path.exists() and os.path.samefile(src, path))
-        except OSError:
-            same = False
-        if same:
-            raise ExportError(f"Refusing to write the DICOM SEG to {path}: that would overwrite a source image.")
+    if overwrites_source(path, reference.source_paths):
+        raise ExportError(f"Refusing to write the DICOM SEG to {path}: that would overwrite a source image.")
 
 
 def _read_sources(reference: Volume) -> list:

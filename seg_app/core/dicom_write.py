@@ -25,6 +25,8 @@ from pydicom.uid import (
 
 from seg_app.core.volume import Volume
 
+__all__ = ["LPS_FROM_RAS", "write_dicom_series"]
+
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 _SOP_CLASS = {"MR": MRImageStorage, "CT": CTImageStorage}

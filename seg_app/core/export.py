@@ -19,6 +19,11 @@ from typing import Any
 from seg_app.core.errors import ExportError
 from seg_app.core.measure import LesionMeasurement, _jsonable
 
+__all__ = [
+    "CSV_COLUMNS", "MEASUREMENTS_FORMAT", "MEASUREMENTS_VERSION", "measurements_document",
+    "measurements_metadata", "safe_file_name", "save_measurements_csv", "save_measurements_json",
+]
+
 #: Format tag and version of the measurement JSON.
 MEASUREMENTS_FORMAT = "seg_app.measurements"
 MEASUREMENTS_VERSION = 1

@@ -64,7 +64,7 @@ from seg_app.core.sliding_window import (
     softmax_,
     window_starts,
 )
-from seg_app.core.spec import Checkpoint, ModelSpec, build_network, default_model_path, load_checkpoint
+from seg_app.core.spec import Checkpoint, ModelSpec, default_model_path, load_checkpoint, network_from_checkpoint
 from seg_app.core.volume import Volume
 
 __all__ = [
@@ -208,9 +208,7 @@ class Segmenter:
         # CPU: one window per call is as fast per window and needs half the activation memory
         self.sw_batch_size = int(sw_batch_size or self.spec.inference.sw_batch_size)
         self.threads = configure_torch_threads()
-        net = build_network(self.spec)
-        net.load_state_dict(ckpt.state_dict, strict=True)
-        self.network: torch.nn.Module = net.eval()
+        self.network: torch.nn.Module = network_from_checkpoint(ckpt)
         self._onnx: Any = None  # OnnxPredictor once chosen; False when ruled out
         self._lock = threading.Lock()
 

@@ -8,10 +8,7 @@ the readers import them from there and no import cycle exists between this modul
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -25,6 +22,7 @@ from seg_app.core.errors import (
     ScanTooLargeError,
     UnsupportedScanError,
 )
+from seg_app.core.files import atomic_write, overwrites_source
 from seg_app.core.volume import SeriesInfo, Volume
 
 __all__ = [
@@ -110,38 +108,6 @@ def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
     return dicom_io.list_series(folder)
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-#: Read once at import (os.umask can only be read by setting it, which is not thread-safe later).
-_UMASK = _read_umask()
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s folder; on success it replaces ``path`` atomically.
-
-    The temporary name keeps ``path``'s suffixes (e.g. ``.nii.gz``) so writers that pick the format
-    from the name work. On any error the temporary file is removed and the error re-raised.
-    """
-    path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the user's usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def _label_dtype(arr: np.ndarray) -> np.dtype:
     lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
     if lo >= 0 and hi <= 255:
@@ -149,13 +115,6 @@ def _label_dtype(arr: np.ndarray) -> np.dtype:
     if lo >= -32768 and hi <= 32767:
         return np.dtype(np.int16)
     return np.dtype(np.int32)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def label_array_on_grid(labels: Volume | np.ndarray, reference: Volume, what: str) -> np.ndarray:
@@ -208,9 +167,8 @@ def save_labels(labels: Volume | np.ndarray, reference: Volume, path: str | os.P
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         raise ExportError(f"Cannot save labels to {path}: the file name must end in .nii or .nii.gz.")
-    for src in reference.source_paths:
-        if Path(src).resolve() == path.resolve() or _same_file(Path(src), path):
-            raise ExportError(f"Refusing to save labels to {path}: that would overwrite the source scan.")
+    if overwrites_source(path, reference.source_paths):
+        raise ExportError(f"Refusing to save labels to {path}: that would overwrite the source scan.")
     arr = label_array_on_grid(labels, reference, f"Cannot save labels to {path}")
     data = arr.astype(_label_dtype(arr), copy=False)
 

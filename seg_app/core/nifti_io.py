@@ -11,6 +11,8 @@ import numpy as np
 from seg_app.core.errors import CorruptScanError, ScanTooLargeError, UnsupportedScanError
 from seg_app.core.volume import MAX_VOXELS, Volume
 
+__all__ = ["MAX_CHANNELS", "NIFTI_SUFFIXES", "is_nifti_path", "load_nifti"]
+
 #: A 4th dimension up to this long is read as channels (MSD style); longer ones are time series.
 MAX_CHANNELS = 8
 #: deflate cannot compress better than about 1032:1, so a .nii.gz claiming more is truncated/lying.

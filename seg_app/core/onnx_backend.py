@@ -29,6 +29,11 @@ import torch
 from seg_app.core.io import atomic_write
 from seg_app.core.spec import Checkpoint, ModelSpec
 
+__all__ = [
+    "ONNX_OPSET", "ORT_TOLERANCE", "OnnxPredictor", "SPEED_MARGIN", "available", "cache_dir",
+    "checkpoint_sha256", "compare_backends", "export_onnx", "predictor_for",
+]
+
 #: Largest allowed difference between torch and ONNX Runtime softmax probabilities.
 ORT_TOLERANCE = 1e-3
 #: ONNX Runtime must take at most this fraction of torch's time to be chosen automatically.

@@ -34,6 +34,11 @@ from seg_app.core.errors import IncompatibleInputError
 from seg_app.core.spec import ModelSpec
 from seg_app.core.volume import Volume
 
+__all__ = [
+    "LoadVolumed", "check_compatible", "intensity_transform", "preprocess_transforms", "preprocess_volume",
+    "resample_to_reference", "spatial_transforms", "volume_to_metatensor",
+]
+
 
 def volume_to_metatensor(volume: Volume, dtype: torch.dtype = torch.float32) -> MetaTensor:
     """A channel-first ``MetaTensor`` carrying the volume's RAS affine."""

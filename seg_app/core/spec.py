@@ -26,6 +26,15 @@ from typing import Any
 import torch
 
 from seg_app.core.errors import CheckpointError
+from seg_app.core.files import atomic_write
+
+__all__ = [
+    "BLEND_MODES", "CHECKPOINT_FORMAT", "ChannelSpec", "Checkpoint", "DEFAULT_COLORS", "FORMAT_VERSION",
+    "InferenceSpec", "LabelSpec", "ModelSpec", "NETWORKS", "NORMALIZATION_SCHEMES", "NetworkSpec",
+    "NormalizationSpec", "PostprocessSpec", "build_network", "default_model_path", "load_checkpoint",
+    "load_model", "model_card", "network_from_checkpoint", "now_iso", "package_versions",
+    "save_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "seg_app.checkpoint"
 FORMAT_VERSION = 1
@@ -356,13 +365,8 @@ def save_checkpoint(
         payload["training_state"] = _plain(dict(training_state))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_write(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -435,12 +439,17 @@ def load_checkpoint(path: str | os.PathLike | bytes) -> Checkpoint:
     return Checkpoint(spec=spec, state_dict=state_dict, training_state=ts if isinstance(ts, dict) else None, path=path_str)
 
 
+def network_from_checkpoint(ckpt: Checkpoint) -> torch.nn.Module:
+    """The checkpoint's network with its weights, in eval mode on the CPU (the one place that does this)."""
+    net = build_network(ckpt.spec)
+    net.load_state_dict(ckpt.state_dict, strict=True)
+    return net.eval()
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ModelSpec, torch.nn.Module]:
     """Load a checkpoint and return its spec and the network in eval mode on ``device``."""
     ckpt = load_checkpoint(path)
-    net = build_network(ckpt.spec)
-    net.load_state_dict(ckpt.state_dict, strict=True)
-    return ckpt.spec, net.to(device).eval()
+    return ckpt.spec, network_from_checkpoint(ckpt).to(device)
 
 
 def default_model_path() -> Path:

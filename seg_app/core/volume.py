@@ -9,6 +9,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+__all__ = ["MAX_VOXELS", "SeriesInfo", "Volume"]
+
 #: Loaders refuse images whose float32 array would exceed this many voxels (8 GiB): a corrupt header
 #: or an image far too large for this app.
 MAX_VOXELS = 2**31

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from seg_app.core.export import safe_file_name
+from seg_app.core.files import overwrites_source
 from seg_app.core.volume import Volume
 from seg_app.gui.editing import LabelEditor
 from seg_app.gui.viewer_state import DisplayGeometry
@@ -282,9 +283,8 @@ class Session:
         if self.labels is None or self.volume is None:
             return "There is no mask to save; segment the scan or paint one first."
         p = Path(path)
-        for src in self.volume.source_paths:
-            if Path(src).resolve() == p.resolve():
-                return f"Refusing to save to {p.name}: that would overwrite the source scan."
+        if overwrites_source(p, self.volume.source_paths):
+            return f"Refusing to save to {p.name}: that would overwrite the source scan."
         return None
 
     def export_snapshot(self) -> tuple[Volume, Volume]:
