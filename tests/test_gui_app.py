@@ -176,6 +176,7 @@ def test_cancel_really_stops_segmentation(make_window, gui_data, qtbot, monkeypa
     import time
 
     import seg_app.core.inference as inference
+    from seg_app.core.sliding_window import is_cancelled
 
     original = inference.blend_windows
 
@@ -184,7 +185,7 @@ def test_cancel_really_stops_segmentation(make_window, gui_data, qtbot, monkeypa
             if progress is not None:
                 progress(done, total)
             for _ in range(6000):  # bounded: 60 s at most
-                if inference._is_cancelled(cancel):
+                if is_cancelled(cancel):
                     break
                 time.sleep(0.01)
 

@@ -10,15 +10,11 @@ import pytest
 import torch
 
 from seg_app.core.errors import Cancelled, IncompatibleInputError
-from seg_app.core.inference import (
-    Segmenter,
-    count_windows,
-    foreground_box,
-    postprocess_labels,
-    run_with_oom_fallback,
-    sliding_window_probabilities,
-    to_source_grid,
-)
+from seg_app.core.grid import foreground_box, to_source_grid
+from seg_app.core.inference import Segmenter
+from seg_app.core.postprocess import postprocess_labels
+from seg_app.core.runtime import run_with_oom_fallback
+from seg_app.core.sliding_window import count_windows, sliding_window_probabilities
 from seg_app.core.spec import (
     ChannelSpec,
     InferenceSpec,

@@ -98,7 +98,7 @@ def test_without_regions_lesions_stay_per_label() -> None:
 
 
 def test_postprocessing_removes_whole_small_tumours_not_small_parts_of_large_ones() -> None:
-    from seg_app.core.inference import postprocess_labels
+    from seg_app.core.postprocess import postprocess_labels
     from seg_app.core.spec import InferenceSpec, LabelSpec, ModelSpec, NetworkSpec, PostprocessSpec
 
     spec = ModelSpec(

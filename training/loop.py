@@ -74,7 +74,7 @@ def validate(net: torch.nn.Module, loader, spec: ModelSpec, device: torch.device
     from monai.metrics import compute_dice
     from monai.networks.utils import one_hot
 
-    from seg_app.core.inference import sliding_window_probabilities
+    from seg_app.core.sliding_window import sliding_window_probabilities
 
     # compute_dice per case, not DiceMetric: its aggregate() all-gathers across ranks, and only rank 0
     # validates under DDP.

@@ -12,9 +12,6 @@ what the outputs mean):
 4. :meth:`~Segmenter.back_to_source`: probabilities mapped back onto the **source grid**
    (:func:`seg_app.core.grid.to_source_grid`), then argmax;
 5. :meth:`~Segmenter.postprocess`: the spec's postprocessing (:mod:`seg_app.core.postprocess`).
-
-The helpers of those modules stay importable from here (``from seg_app.core.inference import
-sliding_window_probabilities`` etc.) for existing callers.
 """
 
 from __future__ import annotations
@@ -33,21 +30,15 @@ import torch
 
 from seg_app.core.errors import CheckpointError
 from seg_app.core.grid import (
-    CROP_MARGIN,
-    WINDOW_EDGE_FRACTION,
     ModelGridImage,
-    foreground_box,
     to_model_grid,
     to_source_grid,
 )
 from seg_app.core.ood import domain_warnings
 from seg_app.core.postprocess import postprocess_labels
 from seg_app.core.runtime import (
-    configure_cpu_threads,
     configure_torch_threads,
-    cpu_threads,
     device_predictor,
-    is_out_of_memory,
     run_with_oom_fallback,
     select_device,
     stitch_device,
@@ -58,49 +49,15 @@ from seg_app.core.sliding_window import (
     ProgressCallback,
     blend_windows,
     count_windows,
-    is_cancelled,
     raise_if_cancelled,
-    sliding_window_probabilities,
     softmax_,
-    window_starts,
 )
 from seg_app.core.spec import Checkpoint, ModelSpec, default_model_path, load_checkpoint, network_from_checkpoint
 from seg_app.core.volume import Volume
 
-__all__ = [
-    "CROP_MARGIN",
-    "WINDOW_EDGE_FRACTION",
-    "CancelCheck",
-    "ModelGridImage",
-    "ModelGridPrediction",
-    "Predictor",
-    "ProgressCallback",
-    "SegmentationResult",
-    "Segmenter",
-    "SourceGridPrediction",
-    "blend_windows",
-    "configure_cpu_threads",
-    "configure_torch_threads",
-    "count_windows",
-    "cpu_threads",
-    "foreground_box",
-    "is_out_of_memory",
-    "postprocess_labels",
-    "run_with_oom_fallback",
-    "select_device",
-    "sliding_window_probabilities",
-    "softmax_",
-    "to_model_grid",
-    "to_source_grid",
-    "window_starts",
-]
+__all__ = ["ModelGridPrediction", "SegmentationResult", "Segmenter", "SourceGridPrediction"]
 
 log = logging.getLogger(__name__)
-
-# old private names, kept for callers (a GUI test uses ``inference._is_cancelled``)
-_is_cancelled = is_cancelled
-_count_windows = count_windows
-
 
 # ---- results ---------------------------------------------------------------------------------
 @dataclass

@@ -15,7 +15,6 @@ import torch
 from seg_app.core.errors import IncompatibleInputError
 
 __all__ = [
-    "configure_cpu_threads",
     "configure_torch_threads",
     "cpu_threads",
     "device_predictor",
@@ -102,10 +101,6 @@ def configure_torch_threads(n: int | None = None) -> int:
         torch.set_num_threads(n)
     return n
 
-
-def configure_cpu_threads() -> int:
-    """Use every core we are allowed (``configure_torch_threads(None)``)."""
-    return configure_torch_threads(None)
 
 
 # ---- out of memory ---------------------------------------------------------------------------
