@@ -17,7 +17,7 @@ def _synth(a: argparse.Namespace) -> int:
 
     if a.cases < 0 or a.test_cases < 0:
         raise SegAppError("--cases and --test-cases must not be negative.")
-    opts = SynthOptions(spacing_mm=a.spacing, size=a.size, channels=a.channels)
+    opts = SynthOptions(spacing_mm=a.spacing, size=a.size, channels=a.channels, style=a.style)
     out = write_dataset(a.out, a.cases, a.seed, a.test_cases, opts, progress=not a.quiet, workers=max(1, a.workers))
     print(f"wrote {a.cases} training and {a.test_cases} test cases to {out}")
     return 0
@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parallel processes (the data do not depend on it)")
     s.add_argument("--size", type=int, default=None, help="voxels per axis (tiny volumes for tests)")
     s.add_argument("--channels", type=int, choices=(1, 2), default=1, help="2 writes two random contrasts of each case (4D NIfTI)")
+    s.add_argument("--style", type=int, choices=(1, 2), default=2,
+                   help="appearance model: 2 (default) heterogeneous, irregular tumours; 1 the v2.0/v2.1 recipe's data")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_synth)
 

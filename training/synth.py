@@ -70,11 +70,16 @@ class SynthOptions:
         size: if set, every case is ``size`` voxels along each axis (tiny volumes for tests).
         channels: number of image channels; each channel gets its own random contrast (written as
             4D NIfTI when > 1).
+        style: appearance model. 2 (default): heterogeneous tumours -- multi-scale irregular margins,
+            thin to thick rings, fine internal texture up to 35 % of the mean, tumour intensities that
+            may sit close to grey matter. 1: the smoother, homogeneous tumours of the v2.0/v2.1 recipe
+            (kept so that recipe's data can be regenerated exactly).
     """
 
     spacing_mm: float = 2.0
     size: int | None = None
     channels: int = 1
+    style: int = 2
 
 
 @lru_cache(maxsize=1)
@@ -239,7 +244,7 @@ def _sample_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], affin
 
 
 def _draw_tumours(rng: np.random.Generator, tumours: list[_Tumour], world: np.ndarray, brain: np.ndarray, wm: np.ndarray, spacing: float,
-                  shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+                  shape: tuple[int, int, int], style: int = 2) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Soft sub-region weights ``(3, ...)`` (ncr, ed, et) and hard labels of all tumours."""
     w = np.zeros((3, *shape), np.float32)
     labels = np.zeros(shape, np.uint8)
@@ -259,12 +264,14 @@ def _draw_tumours(rng: np.random.Generator, tumours: list[_Tumour], world: np.nd
         sub_shape = d.shape
         irregular = rng.uniform(0.1, 0.35)
         d = d * (1.0 + irregular * _smooth_field(rng, sub_shape, coarse=int(rng.integers(4, 9))))
+        if style >= 2:  # finer lobulation: a second, higher-frequency perturbation of the margin
+            d = d * (1.0 + rng.uniform(0.0, 0.25) * _smooth_field(rng, sub_shape, coarse=int(rng.integers(9, 17))))
         b = brain[sl]
         body = expit((1.0 - d) * r / edge) * b
         fam = t.family
         if fam == "ring":
-            core_frac = rng.uniform(0.35, 0.8)
-            wobble = 1.0 + 0.25 * _smooth_field(rng, sub_shape, coarse=6)
+            core_frac = rng.uniform(0.35, 0.8) if style < 2 else rng.uniform(0.35, 0.93)  # thick to thin rings
+            wobble = 1.0 + (0.25 if style < 2 else rng.uniform(0.05, 0.3)) * _smooth_field(rng, sub_shape, coarse=6 if style < 2 else int(rng.integers(5, 12)))
             core = expit((core_frac * wobble - d) * r / edge) * b
             ncr, et = core, np.clip(body - core, 0, 1)
         elif fam == "cystic":
@@ -295,7 +302,7 @@ def _draw_tumours(rng: np.random.Generator, tumours: list[_Tumour], world: np.nd
     return w, labels, info
 
 
-def _class_means(rng: np.random.Generator, template_mode: bool) -> tuple[np.ndarray, np.ndarray, str]:
+def _class_means(rng: np.random.Generator, template_mode: bool, style: int = 2) -> tuple[np.ndarray, np.ndarray, str]:
     """Mean and texture strength for each intensity class, and the contrast's name."""
     u = rng.random()
     if template_mode:
@@ -304,12 +311,17 @@ def _class_means(rng: np.random.Generator, template_mode: bool) -> tuple[np.ndar
     elif u < 0.5:
         name = str(rng.choice(list(_PRESETS), p=[0.15, 0.3, 0.25, 0.2, 0.1]))
         mu = np.array(_PRESETS[name], np.float64) * rng.uniform(0.8, 1.2, _N_CLASSES)
+        if style >= 2:  # tumour sub-regions vary more between scanners and tumours than healthy tissue
+            mu[[NCR, ED, ET]] *= rng.uniform(0.85, 1.15, 3)
     else:
         name = "random"
         mu = rng.uniform(0.0, 1.0, _N_CLASSES)
-        for k in (NCR, ED, ET):  # the tumour must differ from the tissue it sits in
+        # the tumour must differ from white matter; style 2 lets it sit near grey matter in 30 % of
+        # cases (then texture, margin, oedema and mass effect tell it apart, as on many real scans)
+        near_gm = style >= 2 and rng.random() < 0.3
+        for k in (NCR, ED, ET):
             for _ in range(50):
-                if abs(mu[k] - mu[WM]) > 0.1 and abs(mu[k] - mu[GM]) > 0.06:
+                if abs(mu[k] - mu[WM]) > 0.1 and (near_gm or abs(mu[k] - mu[GM]) > 0.06):
                     break
                 mu[k] = rng.uniform(0.0, 1.0)
     mu[AIR] = 0.0 if rng.random() < 0.85 else rng.uniform(0.0, 0.1)
@@ -317,12 +329,18 @@ def _class_means(rng: np.random.Generator, template_mode: bool) -> tuple[np.ndar
     return mu, tex, name
 
 
+def _fine_texture(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-mean, unit-SD fine texture: white noise smoothed over 0.6-2 voxels (tumour heterogeneity)."""
+    n = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), rng.uniform(0.6, 2.0))
+    return (n - n.mean()) / max(float(n.std()), 1e-6)
+
+
 def _one_channel(rng: np.random.Generator, probs: np.ndarray, tumour_w: np.ndarray, template_t1: np.ndarray | None,
-                 spacing: float, size_mode: bool, skull: bool, brain: np.ndarray) -> tuple[np.ndarray, str]:
+                 spacing: float, size_mode: bool, skull: bool, brain: np.ndarray, style: int = 2) -> tuple[np.ndarray, str]:
     """One image channel from class probabilities ``(7, ...)`` (air..muscle) and tumour weights ``(3, ...)``."""
     shape = probs.shape[1:]
     template_mode = template_t1 is not None
-    mu, tex, name = _class_means(rng, template_mode)
+    mu, tex, name = _class_means(rng, template_mode, style)
     free = np.clip(1.0 - tumour_w.sum(0), 0, 1)
     img = np.zeros(shape, np.float32)
     for k in range(7):
@@ -335,8 +353,16 @@ def _one_channel(rng: np.random.Generator, probs: np.ndarray, tumour_w: np.ndarr
     if template_mode:  # the real template's own contrast inside the brain (WM ~ 1)
         wm_level = 0.86
         img += free * template_t1 / wm_level * np.float32(rng.uniform(0.9, 1.1))
+    if style >= 2 and rng.random() < 0.5:  # some fine texture in healthy tissue too, so texture alone is no tumour sign
+        img *= 1 + np.float32(rng.uniform(0.0, 0.08)) * _fine_texture(rng, shape) * (probs[CSF] + probs[GM] + probs[WM])
     for j, k in enumerate((NCR, ED, ET)):
         img += tumour_w[j] * np.float32(mu[k]) * (1 + tex[k] * _smooth_field(rng, shape, coarse=11))
+    if style >= 2 and tumour_w.any():  # heterogeneous tumours: fine texture inside every sub-region
+        tw = tumour_w.sum(0)
+        amp = rng.uniform(0.0, 0.35)
+        level = sum(tumour_w[j] * np.float32(mu[k]) for j, k in enumerate((NCR, ED, ET))) / np.maximum(tw, 1e-3)
+        img += (tw * level * np.float32(amp) * _fine_texture(rng, shape)).astype(np.float32)
+        img = np.clip(img, 0, None)
     # artefacts: bias field, resolution, gamma, noise
     img *= np.exp(rng.uniform(0.0, 0.45) * _smooth_field(rng, shape, coarse=4))
     if not size_mode:
@@ -408,12 +434,12 @@ def make_case(seed: int, index: int, split: str = "train", opts: SynthOptions = 
             probs[int(rng.choice([CSF, BONE, MUSCLE]))] += rim
             probs[AIR] -= rim
     world = _grid_mm(shape, affine)
-    tumour_w, labels, lesions = _draw_tumours(rng, tumours, world, brain_p, wm, spacing, shape)
+    tumour_w, labels, lesions = _draw_tumours(rng, tumours, world, brain_p, wm, spacing, shape, opts.style)
     del world
     chans, contrasts = [], []
     for _c in range(max(1, opts.channels)):
         use_template = bool(rng.random() < 0.15)
-        ch, name = _one_channel(rng, probs, tumour_w, t1 if use_template else None, spacing, size_mode, skull, brain)
+        ch, name = _one_channel(rng, probs, tumour_w, t1 if use_template else None, spacing, size_mode, skull, brain, opts.style)
         chans.append(ch)
         contrasts.append(name)
     image = np.stack(chans)
@@ -485,7 +511,7 @@ def write_dataset(out: str | Path, cases: int, seed: int, test_cases: int = 0, o
         "training": training,
         "test": test,
         "synth": {"seed": seed, "spacing_mm": opts.spacing_mm, "size": opts.size, "channels": opts.channels,
-                  "generator": "label-map domain randomisation v2"},
+                  "style": opts.style, "generator": f"label-map domain randomisation v2, appearance style {opts.style}"},
     }
     (out / "dataset.json").write_text(json.dumps(dataset, indent=1))
     (out / "synth_cases.json").write_text(json.dumps(details, indent=1))
