@@ -3,6 +3,7 @@
     seg-app [PATH] [--model CKPT] [--screenshot OUT.png [--segment] [--slice-fraction F]]
     seg-app info PATH [--series UID]
     seg-app predict INPUT... [--model CKPT] [--out DIR] [--device auto|cpu|cuda] [--tta] ...
+    seg-app pacs echo|find|retrieve|nodes ...
 
 Errors from the core are printed as one line (``error: ...``) with a non-zero exit status; add
 ``--verbose`` for the traceback.
@@ -19,6 +20,7 @@ from seg_app import DISCLAIMER, __version__
 COMMANDS = {
     "info": "show a scan's series, geometry, intensity range and loading warnings",
     "predict": "segment scans headless and write masks + measurements",
+    "pacs": "PACS: echo, find, retrieve (see docs/PACS.md)",
 }
 
 
@@ -114,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from seg_app.predict_cli import predict_command
 
         return predict_command(argv[1:])
+    if argv and argv[0] == "pacs":
+        from seg_app.pacs_cli import pacs_command
+
+        return pacs_command(argv[1:])
     args = _gui_parser().parse_args(argv)
     from seg_app.gui.app import run_app
 
