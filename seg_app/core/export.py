@@ -140,9 +140,15 @@ def _csv_row(les: LesionMeasurement, region_keys: Sequence[str]) -> list[Any]:
     return row
 
 
-def save_measurements_csv(path: str | os.PathLike, lesions: Sequence[LesionMeasurement]) -> Path:
+def save_measurements_csv(
+    path: str | os.PathLike, lesions: Sequence[LesionMeasurement], *, header: Sequence[tuple[str, str]] = ()
+) -> Path:
     """Write one row per lesion (header :data:`CSV_COLUMNS` + ``volume_ml_<region>`` columns when the
-    lesions have sub-regions; empty cell = not available), atomically."""
+    lesions have sub-regions; empty cell = not available), atomically.
+
+    ``header``: ``(key, value)`` pairs (patient and scan identifiers, :meth:`PatientInfo.header_rows`)
+    written first as ``# key,value`` comment rows (``pandas.read_csv(..., comment="#")`` skips them).
+    """
     from seg_app.core.io import atomic_write
 
     path = Path(path)
@@ -152,6 +158,8 @@ def save_measurements_csv(path: str | os.PathLike, lesions: Sequence[LesionMeasu
         with atomic_write(path) as tmp:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
+                for key, value in header:
+                    w.writerow([f"# {key}", value])
                 w.writerow([*CSV_COLUMNS, *(f"volume_ml_{k}" for k in region_keys)])
                 for les in lesions:
                     w.writerow(_csv_row(les, region_keys))
