@@ -73,6 +73,7 @@ class LesionMeasurement:
     bbox_max_voxel: tuple[int, int, int]
     confidence: float | None
     tta_agreement: float | None
+    long_axis_slice: int | None = None  # source array index, along the axial axis, of the RECIST slice
     region_volumes_ml: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,7 +186,7 @@ def measure_lesions(
             ) / voxels + lo  # from projections: no (N, 3) index array
             centroid_ras = labels.voxel_to_world(centroid_vox)
             max_d = feret_diameter(mask, lin)
-            long_ax, short_ax = recist_axes(mask, lin, axial)
+            long_ax, short_ax, rk = recist_axes(mask, lin, axial, with_slice=True)
             area, mesh_mm3, _ = surface_mesh(mask, lin)
             spher = sphericity(area, mesh_mm3)
             if img is not None:
@@ -225,6 +226,7 @@ def measure_lesions(
                     bbox_max_voxel=tuple(int(x) + m - 1 for x, m in zip(lo, mask.shape)),  # type: ignore[arg-type]
                     confidence=conf,
                     tta_agreement=agree,
+                    long_axis_slice=None if rk is None else int(lo[axial]) + int(rk),
                     region_volumes_ml=region_ml,
                 )
             )

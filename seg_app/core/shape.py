@@ -145,8 +145,9 @@ def _perpendicular_extent(pts2: np.ndarray, u: np.ndarray, width: float) -> floa
     return float(extent.max())
 
 
-def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, float]:
-    """(long axis, short axis) in mm of a cropped mask, in slices perpendicular to ``axis``.
+def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, float, int | None]:
+    """(long axis, short axis) in mm of a cropped mask, in slices perpendicular to ``axis``, and the
+    slice (index along ``axis`` in ``mask``) they were measured on.
 
     When several long axes tie (in one slice or across slices), the one with the longest
     perpendicular short axis wins, so the result does not depend on array order or flips.
@@ -154,7 +155,7 @@ def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, f
     b, c = [x for x in range(3) if x != axis]
     pts = _run_end_points(mask, axes=(b, c))  # per slice: same 2D hull as the slice's boundary
     if len(pts) == 0:
-        return 0.0, 0.0
+        return 0.0, 0.0, None
     q, _ = np.linalg.qr(lin[:, [b, c]])  # orthonormal basis of the slice plane (world)
     to2d = lin[:, [b, c]].T @ q  # (2, 2): in-plane voxel offsets -> isometric 2D mm
 
@@ -167,9 +168,9 @@ def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, f
     per_slice = [(int(slices[s]), *_diameter_directions(plane2d[s:e])) for s, e in zip(starts, ends)]
     best_len = max(d for _, d, _ in per_slice)
     if best_len <= 0:
-        return 0.0, 0.0
+        return 0.0, 0.0, None
     width = float(max(np.linalg.norm(lin[:, b]), np.linalg.norm(lin[:, c])))
-    best_short = 0.0
+    best_short, best_k = -1.0, None
     for k, d, dirs in per_slice:
         if d < best_len * (1 - 1e-9):
             continue
@@ -178,8 +179,10 @@ def _recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, f
         sl[axis] = slice(k, k + 1)
         pts2 = _boundary_points(mask[tuple(sl)], axes=(b, c))[:, [b, c]] @ to2d
         for u in dirs:
-            best_short = max(best_short, _perpendicular_extent(pts2, u, width))
-    return float(best_len), float(min(best_short, best_len))
+            extent = _perpendicular_extent(pts2, u, width)
+            if extent > best_short:
+                best_short, best_k = extent, k
+    return float(best_len), float(min(max(best_short, 0.0), best_len)), best_k
 
 
 #: Gaussian pre-smoothing (voxels) of the mask before marching cubes, used only for lesions at least
@@ -309,9 +312,11 @@ def feret_diameter(mask: np.ndarray, lin: np.ndarray) -> float:
     return _farthest_pair(_run_end_points(mask) @ lin.T)[0]
 
 
-def recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int) -> tuple[float, float]:
-    """RECIST (long, short) axes in mm in the array planes normal to ``axis``."""
-    return _recist_axes(mask, lin, axis)
+def recist_axes(mask: np.ndarray, lin: np.ndarray, axis: int, with_slice: bool = False):
+    """RECIST (long, short) axes in mm in the array planes normal to ``axis``; with ``with_slice``,
+    (long, short, slice) where slice is the index along ``axis`` in ``mask`` they were measured on."""
+    long_ax, short_ax, k = _recist_axes(mask, lin, axis)
+    return (long_ax, short_ax, k) if with_slice else (long_ax, short_ax)
 
 
 def surface_mesh(mask: np.ndarray, lin: np.ndarray) -> tuple[float, float, bool]:
