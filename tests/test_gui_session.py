@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -172,4 +173,55 @@ def test_model_labels_drive_names_colours_and_card(tmp_path):
     s.ensure_labels()
     s.labels.array[0, 1, 2, 3] = 2
     text = s.describe_voxel(s.geometry.world_to_display(s.volume.voxel_to_world((1, 2, 3))))
-    assert "voxel (1, 2, 3)" in text and "label 2 (oedema)" in text and "RAS" in text
+    assert "label 2 (oedema)" in text and "RAS" in text
+    d = s.geometry.world_to_display(s.volume.voxel_to_world((1, 2, 3)))
+    assert s.source_voxel(d) == (1, 2, 3)
+    # slice numbers as the views number them (1-based display order), not the source array's 0-based indices
+    assert text.startswith(f"Axial {int(round(d[2])) + 1}/{s.geometry.shape[2]}  Coronal {int(round(d[1])) + 1}/")
+
+
+def test_anonymise_hides_the_scan_name_in_title_panel_and_export(tmp_path):
+    s, events = _session(tmp_path)
+    assert s.title == "patient 7[*] - seg-app" and s.patient.scan_id == "patient 7.nii.gz"
+    s.ensure_labels()
+    assert s.measurements_header() == [("modality", "MR"), ("scan_id", "patient 7.nii.gz")]
+    assert s.measurements_metadata()["patient"] == {"modality": "MR", "scan_id": "patient 7.nii.gz"}
+    s.set_anonymise(True)
+    assert events[-1] == "patient"
+    assert "patient 7" not in s.title and "patient 7" not in " ".join(s.scan_summary())
+    meta = s.measurements_metadata()
+    assert "patient 7" not in json.dumps(meta) and meta["patient"] == {"modality": "MR", "anonymised": "yes"}
+    assert s.measurements_header() == [("modality", "MR"), ("anonymised", "yes")]
+
+
+def test_delete_lesion_erases_only_that_lesion_as_one_undo_step(tmp_path):
+    from seg_app.core.measure import measure_lesions
+
+    s, _ = _session(tmp_path)
+    s.ensure_labels()
+    s.labels.array[0, 1:4, 1:4, 1:3] = 1
+    s.labels.array[0, 7:10, 6:9, 5:7] = 1
+    before = s.labels.array.copy()
+    lesions = measure_lesions(s.labels)
+    assert len(lesions) == 2
+    assert s.delete_lesion(lesions[1]) and s.dirty
+    assert s.labels.array.sum() == lesions[0].voxel_count
+    assert not s.delete_lesion(lesions[1])  # already gone
+    assert s.undo() and np.array_equal(s.labels.array, before)
+
+
+def test_hand_painted_lesions_have_no_confidence(tmp_path):
+    s, _ = _session(tmp_path)
+    predicted = np.zeros((1,) + SHAPE, np.uint8)
+    predicted[0, 1:4, 1:4, 1:3] = 1
+    prob = np.where(predicted > 0, 0.9, 0.05).astype(np.float32)
+    result = SimpleNamespace(labels=s.volume.with_array(predicted), probabilities=s.volume.with_array(prob),
+                             agreement=None)
+    s.set_result(result)
+    _paint(s, centre=(9, 7, 6))  # far from the model's lesion
+    lesions, _totals = s.measurement_task()()
+    by_size = sorted(lesions, key=lambda les: les.voxel_count)
+    model_lesion = next(les for les in lesions if les.bbox_min_voxel == (1, 1, 1))
+    manual = next(les for les in lesions if les is not model_lesion)
+    assert len(by_size) == 2 and model_lesion.confidence == pytest.approx(0.9)
+    assert manual.confidence is None

@@ -10,15 +10,19 @@ import numpy as np
 import pytest
 
 from seg_app.gui import render
-from seg_app.gui.editing import LabelEditor, brush_offsets
+from seg_app.gui.editing import BRUSH_STEPS_MM, LabelEditor, brush_offsets, next_brush_radius
 from seg_app.gui.viewer_state import (
+    CT_PRESETS,
     VIEW_NAMES,
     DisplayGeometry,
     ViewerState,
     auto_window,
     display_to_screen,
     plane_shape,
+    preset_window,
+    presets_for,
     screen_to_display,
+    slice_caption,
     view_plane,
 )
 
@@ -179,3 +183,79 @@ def test_erase_and_empty_stroke():
     ed.begin_stroke()
     ed.dab((4, 4, 4), 1.0, 0, "sagittal")  # nothing left to erase
     assert ed.end_stroke() is None
+
+
+def test_presets_follow_the_modality():
+    mr = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32) * 600 + 200
+    ct = mr - 1200.0  # air at about -1000 HU
+    assert presets_for("MR", mr)[0].startswith("Auto") and not set(presets_for("MR", mr)) & set(CT_PRESETS)
+    assert not set(presets_for("", mr)) & set(CT_PRESETS)  # NIfTI without HU-like air: percentiles
+    assert presets_for("CT")[0] == "Soft tissue" and {"Brain", "Bone", "Lung"} <= set(presets_for("CT"))
+    assert "Brain" in presets_for("", ct)  # NIfTI CT recognised by its air
+    for name in presets_for("MR", mr):  # no MR preset turns the image white (or black)
+        w, lvl = preset_window(name, mr)
+        grey = render.window_to_uint8(mr[8], w, lvl)
+        assert (grey == 255).mean() < 0.2 and (grey == 0).mean() < 0.2
+    assert preset_window("Brain", mr) == (80.0, 40.0) and preset_window("Custom", mr) is None
+
+
+def test_slice_caption_is_one_based_in_view_order():
+    assert slice_caption("axial", (3, 4, 0), (10, 11, 12)) == "Axial 1/12"
+    assert slice_caption("coronal", (3, 10, 5), (10, 11, 12)) == "Coronal 11/11"
+    assert slice_caption("sagittal", (9.4, 0, 0), (10, 11, 12)) == "Sagittal 10/10"
+
+
+def test_brush_radius_steps_are_clean():
+    r, seen = 5.0, []
+    for _ in range(20):
+        r = next_brush_radius(r, 1)
+        seen.append(r)
+    assert seen[:4] == [6.0, 8.0, 10.0, 12.0] and seen[-1] == 50.0
+    assert next_brush_radius(9.76, -1) == 8.0 and next_brush_radius(9.76, 1) == 10.0
+    assert next_brush_radius(0.5, -1) == 0.5
+    assert all(v in BRUSH_STEPS_MM for v in seen)
+
+
+def test_editor_fill_is_one_undo_step():
+    src = np.zeros((8, 8, 8), np.uint8)
+    src[2:5, 2:5, 2:5] = 1
+    g = DisplayGeometry.from_affine(LAS, src.shape)
+    ed = LabelEditor(g.view(src), g.spacing)
+    box = (slice(0, 8),) * 3
+    assert ed.fill(box, g.view(src)[box] == 1, 0) is not None
+    assert src.sum() == 0 and ed.can_undo
+    assert ed.fill(box, np.ones((8, 8, 8), bool), 0) is None  # nothing left to change
+    assert ed.undo() and src.sum() == 27
+
+
+@pytest.mark.parametrize("affine", [np.eye(4), LAS, np.diag([0.7, 0.7, 3.0, 1.0])])
+def test_recist_calipers_match_the_core_measurement(affine):
+    from types import SimpleNamespace
+
+    from seg_app.core.measure import measure_lesions
+    from seg_app.core.shape import axial_axis
+    from seg_app.core.volume import Volume
+    from seg_app.gui.calipers import lesion_mask, recist_calipers
+
+    x, y, z = np.meshgrid(np.arange(40), np.arange(36), np.arange(12), indexing="ij")
+    labels = np.zeros((40, 36, 12), np.uint8)
+    labels[((x - 18) / 11.0) ** 2 + ((y - 17) / 5.0) ** 2 + ((z - 6) / 4.0) ** 2 <= 1] = 1  # ellipsoid
+    labels[2:4, 30:33, 1:3] = 1  # a second, small lesion
+    (les, small) = measure_lesions(Volume(labels[None], affine))
+    assert les.long_axis_slice is not None and 2 <= les.long_axis_slice <= 10
+    g = DisplayGeometry.from_affine(affine, labels.shape)
+    cal = recist_calipers(labels, affine, les, g, axial_axis(affine))
+    assert cal is not None
+    assert cal.long_mm == pytest.approx(les.long_axis_mm, rel=1e-6)
+    assert cal.short_mm == pytest.approx(les.short_axis_mm, rel=1e-6)
+    assert cal.display_slice == g.from_source_index((0, 0, les.long_axis_slice))[2]
+    # end points lie on that slice; the drawn lines are as long as the measured axes
+    for ends, mm in ((cal.long_ends, les.long_axis_mm), (cal.short_ends, les.short_axis_mm)):
+        assert all(abs(e[2] - cal.display_slice) < 1e-6 for e in ends)
+        world = [g.display_to_world(e) for e in ends]
+        assert np.linalg.norm(world[0] - world[1]) == pytest.approx(mm, rel=1e-6)
+    # the mask of each lesion is found again (and only its own voxels)
+    box, mask = lesion_mask(labels, small)
+    assert mask.sum() == small.voxel_count == 12
+    gone = SimpleNamespace(**{**les.__dict__, "voxel_count": les.voxel_count + 1})
+    assert lesion_mask(labels, gone) is None

@@ -14,6 +14,17 @@ import numpy as np
 from seg_app.gui.viewer_state import VIEW_AXES
 
 
+#: Brush radius steps in mm ("[" / "]" and the radius box's arrows move between them).
+BRUSH_STEPS_MM = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0)
+
+
+def next_brush_radius(current: float, direction: int) -> float:
+    """The next clean step above (``direction`` > 0) or below ``current``, clamped to the ends."""
+    if direction > 0:
+        return next((r for r in BRUSH_STEPS_MM if r > current + 1e-9), BRUSH_STEPS_MM[-1])
+    return next((r for r in reversed(BRUSH_STEPS_MM) if r < current - 1e-9), BRUSH_STEPS_MM[0])
+
+
 @dataclass
 class _Dab:
     box: tuple[slice, slice, slice]
@@ -127,6 +138,19 @@ class LabelEditor:
         del self._undo[: -self.max_undo]
         self._redo.clear()
         return stroke
+
+    def fill(self, box: tuple[slice, slice, slice], mask: np.ndarray, value: int) -> Stroke | None:
+        """Set the voxels of ``mask`` (bool, shaped like ``labels[box]``) to ``value`` as one undo step
+        (deleting a whole lesion); None when nothing changed."""
+        self.begin_stroke()
+        region = self.labels[box]
+        changed = np.asarray(mask, bool) & (region != value)
+        if changed.any():
+            old = region[changed].copy()
+            region[changed] = value
+            assert self._current is not None
+            self._current.dabs.append(_Dab(box, changed, old, int(value)))
+        return self.end_stroke()
 
     # ---- history ----------------------------------------------------------------------
     @property

@@ -2,12 +2,15 @@
 
 The main window shows a :class:`Session` and the job/export controllers change it; everything here is
 plain Python and NumPy (testable without a display). Listeners registered with :meth:`Session.connect`
-are called with the name of what changed: ``"volume"``, ``"labels"``, ``"measurements"``, ``"model"``
-or ``"dirty"``.
+are called with the name of what changed: ``"volume"``, ``"labels"``, ``"measurements"``, ``"model"``,
+``"patient"`` (the anonymise switch) or ``"dirty"``.
+
+Patient identifiers (:class:`~seg_app.core.patient.PatientInfo`) are shown and exported, never logged.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,10 @@ import numpy as np
 
 from seg_app.core.export import safe_file_name
 from seg_app.core.files import overwrites_source
+from seg_app.core.patient import PatientInfo, patient_info
 from seg_app.core.volume import Volume
 from seg_app.gui.editing import LabelEditor
-from seg_app.gui.viewer_state import DisplayGeometry
+from seg_app.gui.viewer_state import VIEW_NAMES, DisplayGeometry, slice_caption
 
 #: Label used when no model is loaded (painting by hand still works).
 DEFAULT_LABEL = (1, "lesion", (230, 60, 60))
@@ -37,6 +41,8 @@ class Session:
         checkpoint: the loaded model (``LoadedCheckpoint``), or None.
         last_result: the last ``SegmentationResult`` (provenance for the JSON export).
         dirty: True while the label map has changes that were not exported.
+        patient: the open scan's patient and study identifiers (empty without a scan).
+        anonymise: hide every identifier (views, title, Scan panel, exports) for screenshots/teaching.
     """
 
     def __init__(self) -> None:
@@ -51,6 +57,8 @@ class Session:
         self.checkpoint: Any = None
         self.last_result: Any = None
         self.dirty = False
+        self.patient = PatientInfo()
+        self.anonymise = False
         self._listeners: list[Callable[[str], None]] = []
 
     # ---- events
@@ -72,16 +80,36 @@ class Session:
         """Open a new scan: drops any mask, history and measurements; the document is clean."""
         self.volume = volume
         self.geometry = DisplayGeometry.from_affine(volume.affine, volume.shape)
+        self.patient = patient_info(volume)
         self.clear_labels()
         self._emit("volume")
         self.set_dirty(False)
         return self.geometry
 
     @property
+    def shown_patient(self) -> PatientInfo:
+        """The identifiers to show and export: all of them, or none when anonymised."""
+        return self.patient.anonymised() if self.anonymise else self.patient
+
+    def set_anonymise(self, on: bool) -> None:
+        """Hide (or show again) the patient and study identifiers everywhere."""
+        self.anonymise = bool(on)
+        self._emit("patient")
+
+    @property
+    def scan_name(self) -> str:
+        """The scan's name as shown (``volume.name``; "anonymised" when identifiers are hidden)."""
+        if self.volume is None:
+            return ""
+        return "anonymised" if self.anonymise else self.volume.name
+
+    @property
     def title(self) -> str:
-        """Window title (``[*]`` is where Qt puts the unsaved-changes mark)."""
-        name = self.volume.name if self.volume is not None else ""
-        return f"{name}[*] - seg-app" if name else "seg-app[*]"
+        """Window title: patient, ID and series (or the scan's name); ``[*]`` is Qt's unsaved mark."""
+        if self.volume is None:
+            return "seg-app[*]"
+        name = self.shown_patient.title() or self.scan_name
+        return f"{name}[*] - seg-app"
 
     def scan_summary(self) -> list[str]:
         """Lines (rich text) describing the open scan for the Scan panel."""
@@ -90,7 +118,7 @@ class Session:
             return ["No scan open."]
         sp = " x ".join(f"{s:.3g}" for s in volume.spacing)
         info = [
-            f"<b>{volume.name}</b>",
+            f"<b>{html.escape(self.scan_name)}</b>",
             f"{volume.modality or 'modality not recorded'}, {' x '.join(map(str, volume.shape))} voxels, {sp} mm",
             f"array axes {volume.orientation}+" + (" (oblique: shown on the closest canonical planes)" if g.oblique else ""),
         ]
@@ -99,18 +127,27 @@ class Session:
                         + "; ".join(volume.warnings) + "</span>")
         return info
 
+    def source_voxel(self, display_index) -> tuple[int, int, int] | None:
+        """Source-array indices ``(i, j, k)`` (0-based) of a display voxel; None without a scan."""
+        g = self.geometry
+        if g is None:
+            return None
+        d = np.clip(np.round(np.asarray(display_index, float)).astype(int), 0, np.asarray(g.shape) - 1)
+        return g.to_source_index(d)
+
     def describe_voxel(self, display_index, channel: int = 0) -> str:
-        """Status-bar text for a display voxel: source indices, RAS mm, intensity and label ("" without a scan)."""
+        """Status-bar text for a display voxel: slice numbers as the views show them (1-based), RAS mm,
+        intensity and label ("" without a scan)."""
         g, volume = self.geometry, self.volume
         if g is None or volume is None:
             return ""
-        d = np.round(np.asarray(display_index, float)).astype(int)
-        d = np.clip(d, 0, np.asarray(g.shape) - 1)
+        d = np.clip(np.round(np.asarray(display_index, float)).astype(int), 0, np.asarray(g.shape) - 1)
         i, j, k = g.to_source_index(d)
         ras = volume.voxel_to_world((i, j, k))
         value = float(volume.array[channel, i, j, k])
         unit = " HU" if volume.modality == "CT" else ""
-        text = f"voxel ({i}, {j}, {k})   RAS ({ras[0]:.1f}, {ras[1]:.1f}, {ras[2]:.1f}) mm   value {value:.6g}{unit}"
+        slices = "  ".join(slice_caption(v, d, g.shape) for v in VIEW_NAMES)
+        text = f"{slices}   RAS ({ras[0]:.1f}, {ras[1]:.1f}, {ras[2]:.1f}) mm   value {value:.6g}{unit}"
         if self.labels is not None:
             lab = int(self.labels.array[0, i, j, k])
             name = "background" if lab == 0 else self.label_names().get(lab, f"label {lab}")
@@ -237,6 +274,37 @@ class Session:
             return True
         return False
 
+    def lesion_values(self, lesion: Any) -> tuple[int, ...]:
+        """Label values a lesion is made of (whole-tumour lesions of a sub-region model: all of them)."""
+        from seg_app.core.regions import composite_regions
+
+        regions = composite_regions(self.label_names())
+        if regions and int(lesion.label) == 0:
+            return tuple(int(v) for v in regions["WT"])
+        return (int(lesion.label),)
+
+    def delete_lesion(self, lesion: Any) -> bool:
+        """Erase every voxel of ``lesion`` (one undo step); False when it is no longer in the mask."""
+        from seg_app.gui.calipers import lesion_mask
+
+        if self.labels is None or self.editor is None or self.geometry is None:
+            return False
+        found = lesion_mask(self.labels.array[0], lesion, self.lesion_values(lesion))
+        if found is None:
+            return False
+        box, mask = found
+        g = self.geometry
+        full = np.zeros(self.labels.shape, bool)
+        full[box] = mask
+        corners = [g.from_source_index([s.start if pick else s.stop - 1 for s, pick in zip(box, bits)])
+                   for bits in np.ndindex(2, 2, 2)]
+        lo, hi = np.min(corners, axis=0), np.max(corners, axis=0) + 1
+        dbox = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        if self.editor.fill(dbox, g.view(full)[dbox], 0) is None:
+            return False
+        self.mark_edited()
+        return True
+
     # ---- measurements
     def measurement_task(self) -> Callable[[], tuple[list, list[dict]]] | None:
         """A function that measures a snapshot of the current labels (run it in a worker); None without labels."""
@@ -245,13 +313,25 @@ class Session:
         labels = self.labels.with_array(self.labels.array.copy())  # snapshot: edits may continue
         image, prob, agreement = self.volume, self.probabilities, self.agreement
         names = self.label_names()
+        model_labels = getattr(self.last_result, "labels", None) if prob is not None else None
+        predicted = None if model_labels is None or model_labels.shape != labels.shape else model_labels.array[0]
 
         def measure():
+            import dataclasses
+
             from seg_app.core.measure import label_totals, measure_lesions
             from seg_app.core.regions import composite_regions
+            from seg_app.gui.calipers import lesion_mask
 
+            regions = composite_regions(names)
             lesions = measure_lesions(labels, image=image, probabilities=prob, agreement=agreement, label_names=names,
-                                      regions=composite_regions(names))
+                                      regions=regions)
+            whole = tuple(int(v) for v in regions.get("WT", ()))
+            if predicted is not None:  # lesions painted by hand where the model found nothing have no confidence
+                for n, les in enumerate(lesions):
+                    found = lesion_mask(labels.array[0], les, whole if whole and les.label == 0 else None)
+                    if found is not None and not np.any(predicted[found[0]][found[1]]):
+                        lesions[n] = dataclasses.replace(les, confidence=None, tta_agreement=None)
             return lesions, label_totals(lesions)
 
         return measure
@@ -296,8 +376,16 @@ class Session:
         """Scan, model and result provenance for the measurements JSON."""
         from seg_app.core.export import measurements_metadata
 
-        return measurements_metadata(self.volume, self.spec, result=self.last_result,
-                                     model_path=getattr(self.checkpoint, "path", ""), tta=tta)
+        doc = measurements_metadata(self.volume, self.spec, result=self.last_result,
+                                    model_path=getattr(self.checkpoint, "path", ""), tta=tta)
+        doc["patient"] = dict(self.shown_patient.header_rows())
+        if self.anonymise:  # paths, names and UIDs can identify the patient too
+            doc["source"].update(path="", name="anonymised", series_uid="")
+        return doc
+
+    def measurements_header(self) -> list[tuple[str, str]]:
+        """Patient and scan identifiers for the CSV header (none but "anonymised" when hidden)."""
+        return self.shown_patient.header_rows()
 
     def mark_saved(self) -> None:
         """The mask was exported: nothing is unsaved any more."""

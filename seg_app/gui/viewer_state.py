@@ -41,14 +41,61 @@ VIEW_EDGE_LABELS: dict[str, tuple[str, str, str, str]] = {
 
 VIEW_NAMES = ("axial", "coronal", "sagittal")
 
-#: Window/level presets (width, level) in HU (for MR they are raw intensities; "Auto" is better).
-PRESETS: dict[str, tuple[float, float] | None] = {
-    "Auto (0.5-99.8%)": None,
-    "Brain": (80.0, 40.0),
+#: CT window/level presets: (width, level) in HU.
+CT_PRESETS: dict[str, tuple[float, float]] = {
     "Soft tissue": (400.0, 40.0),
-    "Lung": (1500.0, -600.0),
+    "Brain": (80.0, 40.0),
     "Bone": (1800.0, 400.0),
+    "Lung": (1500.0, -600.0),
 }
+#: Percentile presets (low %, high % of the tissue intensities): MR and scans of unknown modality,
+#: whose intensities have no absolute scale (CT presets would turn them white or black).
+PERCENTILE_PRESETS: dict[str, tuple[float, float]] = {
+    "Auto (0.5-99.8%)": (0.5, 99.8),
+    "High contrast (5-95%)": (5.0, 95.0),
+    "Full range (0-100%)": (0.0, 100.0),
+}
+AUTO_PRESET = "Auto (0.5-99.8%)"
+#: What the preset choice shows after the window was changed by hand (right-drag).
+CUSTOM_PRESET = "Custom"
+
+
+def looks_like_ct(modality: str, image: np.ndarray | None = None) -> bool:
+    """CT by its DICOM modality, or (modality unknown, e.g. NIfTI) by HU-like air around -1000."""
+    if modality:
+        return modality.upper() == "CT"
+    if image is None:
+        return False
+    a = np.asarray(image)
+    step = max(1, int(np.ceil((a.size / 1_000_000) ** (1 / 3))))
+    sample = a[::step, ::step, ::step] if a.ndim == 3 else a
+    return bool(np.isfinite(sample).any() and np.nanmin(sample) <= -900.0)
+
+
+def presets_for(modality: str, image: np.ndarray | None = None) -> list[str]:
+    """Preset names offered for a scan: CT windows (HU) and Auto for CT, percentile presets otherwise.
+
+    The first name is the default when the scan opens.
+    """
+    if looks_like_ct(modality, image):
+        return [*CT_PRESETS, AUTO_PRESET]
+    return list(PERCENTILE_PRESETS)
+
+
+def preset_window(name: str, image: np.ndarray) -> tuple[float, float] | None:
+    """(width, level) of preset ``name`` for ``image``; None for an unknown name."""
+    if name in CT_PRESETS:
+        return CT_PRESETS[name]
+    if name in PERCENTILE_PRESETS:
+        return auto_window(image, *PERCENTILE_PRESETS[name])
+    return None
+
+
+def slice_caption(view: str, display_ijk, display_shape) -> str:
+    """``"Axial 12/32"``: the 1-based slice number of ``view`` through ``display_ijk`` (views and status bar)."""
+    normal = VIEW_AXES[view][0]
+    return f"{view.capitalize()} {int(round(float(display_ijk[normal]))) + 1}/{int(display_shape[normal])}"
+
 
 OBLIQUE_TOLERANCE = 1e-3
 
