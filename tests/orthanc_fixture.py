@@ -2,7 +2,8 @@
 
 ``start_orthanc(folder)`` writes a generated configuration (DICOM and DICOMweb enabled, one HTTP user
 with a password, the test's calling AE registered for C-FIND/C-GET/C-STORE, a Lua filter that
-refuses any instance whose SeriesDescription contains ``REFUSE``) and waits until the REST API answers.
+fails the storage of any instance whose SeriesDescription contains ``REFUSE``: C-STORE answers
+0xA700, STOW-RS acknowledges nothing) and waits until the REST API answers.
 ``OrthancServer.stop()`` terminates it; ``kill()`` ends it abruptly (server-down tests).
 
 Orthanc is a hard requirement of the suite, like dciodvfy: ``make test`` runs
@@ -23,7 +24,8 @@ from base64 import b64encode
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["OrthancServer", "find_orthanc", "start_orthanc", "USER", "PASSWORD", "AET", "CALLING_AET"]
+__all__ = ["AET", "CALLING_AET", "PASSWORD", "USER", "OrthancServer", "PacsStudy", "find_orthanc", "make_study", "orthanc",
+           "pacs_settings", "standard_studies", "start_orthanc", "write_settings"]
 
 USER, PASSWORD = "segtest", "pacs-Secret-42"
 AET = "ORTHANCTEST"
@@ -33,7 +35,7 @@ _LUA = """
 function ReceivedInstanceFilter(dicom, origin, info)
   local desc = dicom.SeriesDescription
   if desc ~= nil and string.find(desc, "REFUSE") ~= nil then
-    return false
+    error("seg_app test server: series refused")
   end
   return true
 end
@@ -175,3 +177,98 @@ def start_orthanc(folder: Path, timeout_s: float = 60.0) -> OrthancServer:
                 server.stop()
                 raise AssertionError(f"Orthanc did not answer within {timeout_s:.0f} s:\n{server.log_path.read_text()[-3000:]}")
             time.sleep(0.1)
+
+
+# ---- test data and pytest fixtures --------------------------------------------------------------
+@dataclass(frozen=True)
+class PacsStudy:
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    study_date: str
+    modality: str
+    accession: str
+    description: str
+    study_uid: str
+    series_uid: str
+    n_instances: int
+
+
+def make_study(folder: Path, *, patient_id: str, patient_name: str, birth_date: str, study_date: str,
+               modality: str, accession: str, description: str, shape=(24, 24, 6), series_description: str = "T1 axial",
+               seed: int = 0) -> tuple[PacsStudy, list[Path]]:
+    """A small DICOM series (``core.dicom_write``) with the given patient/study attributes."""
+    import numpy as np
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from seg_app.core.dicom_write import write_dicom_series
+    from seg_app.core.volume import Volume
+
+    # MR-like noise with a bright blob in the middle (like corpus.corpus_volume, without importing torch)
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(50, 150, size=shape).astype(np.float32)
+    c = [n // 2 for n in shape]
+    arr[max(c[0] - 3, 0): c[0] + 3, max(c[1] - 3, 0): c[1] + 3, max(c[2] - 1, 0): c[2] + 2] += 400
+    vol = Volume(arr, np.diag([-0.9, -0.9, 2.0, 1.0]), modality=modality)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    files = write_dicom_series(vol, folder, modality=modality, patient_id=patient_id, patient_name=patient_name,
+                               study_date=study_date, study_uid=study_uid, series_uid=series_uid,
+                               series_description=series_description)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.PatientBirthDate = birth_date
+        ds.AccessionNumber = accession
+        ds.StudyDescription = description
+        ds.save_as(f)
+    info = PacsStudy(patient_id, patient_name, birth_date, study_date, modality, accession, description,
+                     study_uid, series_uid, len(files))
+    return info, files
+
+
+def standard_studies(folder: Path) -> dict[str, tuple[PacsStudy, list[Path]]]:
+    """Two patients: an MR head study in 2026 and a CT study in 2025."""
+    return {
+        "mr": make_study(folder / "mr", patient_id="P001", patient_name="DOE^JANE", birth_date="19700102",
+                         study_date="20260315", modality="MR", accession="ACC001", description="MRI head"),
+        "ct": make_study(folder / "ct", patient_id="P002", patient_name="ROE^RICHARD", birth_date="19551231",
+                         study_date="20250610", modality="CT", accession="ACC002", description="CT chest", seed=1),
+    }
+
+
+def write_settings(path: Path, nodes: dict, cache_dir: Path, local_ae_title: str = CALLING_AET) -> Path:
+    path.write_text(json.dumps({"local_ae_title": local_ae_title, "cache_dir": str(cache_dir), "nodes": nodes}, indent=2))
+    return path
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - imported by tests only
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture(scope="module")
+    def orthanc(tmp_path_factory):
+        """A running Orthanc holding :func:`standard_studies`; ``orthanc.studies`` maps "mr"/"ct" to PacsStudy."""
+        folder = tmp_path_factory.mktemp("orthanc")
+        server = start_orthanc(folder / "server")
+        try:
+            studies = standard_studies(folder / "data")
+            for _info, files in studies.values():
+                server.upload(files)
+            server.extra["studies"] = {k: v[0] for k, v in studies.items()}
+            yield server
+        finally:
+            server.stop()
+
+    @pytest.fixture
+    def pacs_settings(orthanc, tmp_path, monkeypatch):
+        """Settings file with node "orthanc" (password from the environment), cache and settings under tmp_path."""
+        from seg_app.core.pacs import load_settings
+
+        monkeypatch.setenv("SEG_APP_TEST_PACS_PASSWORD", PASSWORD)
+        monkeypatch.setenv("SEG_APP_CACHE", str(tmp_path / "app_cache"))
+        path = write_settings(tmp_path / "pacs.json", {"orthanc": orthanc.node_settings()}, tmp_path / "pacs_cache")
+        monkeypatch.setenv("SEG_APP_PACS_SETTINGS", str(path))
+        return load_settings(path)

@@ -444,7 +444,7 @@ def with_retries(fn: Callable[[], T], node: PacsNode, cancel: threading.Event | 
                 raise
         delay = node.backoff_s * (2 ** attempt)
         attempt += 1
-        end = time.monotonic() + delay
-        while time.monotonic() < end:  # sleep in small steps so cancel stays responsive
+        if cancel is None:
+            sleep(delay)
+        elif cancel.wait(delay):  # wakes at once on cancel
             check_cancel(cancel)
-            sleep(min(0.1, max(0.0, end - time.monotonic())))
