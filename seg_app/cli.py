@@ -1,7 +1,7 @@
 """``seg-app``: the clinician's desktop app and its headless commands.
 
     seg-app [PATH] [--model CKPT] [--screenshot OUT.png [--segment] [--slice-fraction F]]
-    seg-app info PATH [--series UID]
+    seg-app info PATH [--series UID]      (PATH a scan, or a model checkpoint .pt)
     seg-app predict INPUT... [--model CKPT] [--out DIR] [--device auto|cpu|cuda] [--tta] ...
     seg-app pacs echo|find|retrieve|nodes ...
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from seg_app import DISCLAIMER, __version__
 
 COMMANDS = {
-    "info": "show a scan's series, geometry, intensity range and loading warnings",
+    "info": "show a scan's series, geometry, intensity range and loading warnings, or a checkpoint's model card",
     "predict": "segment scans headless and write masks + measurements",
     "pacs": "PACS: echo, find, retrieve (see docs/PACS.md)",
 }
@@ -49,7 +49,7 @@ def _gui_parser() -> argparse.ArgumentParser:
 
 def _info_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seg-app info", description=COMMANDS["info"])
-    p.add_argument("path", help="NIfTI file, DICOM file or folder")
+    p.add_argument("path", help="NIfTI file, DICOM file or folder, or a model checkpoint (.pt)")
     p.add_argument("--series", help="SeriesInstanceUID to load when the folder holds several series")
     p.add_argument("--verbose", action="store_true")
     return p
@@ -64,8 +64,23 @@ def _fail(exc: BaseException, verbose: bool) -> int:
     return 2
 
 
+def checkpoint_info(path: str) -> None:
+    """Print a checkpoint's model card, then its full spec as JSON (``seg-app info MODEL.pt``)."""
+    import json
+
+    from seg_app.core.spec import load_checkpoint, model_card
+
+    ckpt = load_checkpoint(path)
+    print(f"Checkpoint: {path}")
+    print(model_card(ckpt.spec))
+    if ckpt.training_state:
+        print(f"Training state: epoch {ckpt.training_state.get('epoch')} (resumable with seg-train train --resume)")
+    print("Spec:")
+    print(json.dumps(ckpt.spec.to_dict(), indent=1, sort_keys=True, default=str))
+
+
 def info_command(argv: Sequence[str]) -> int:
-    """Print a scan's summary; exit 2 with one line on bad input."""
+    """Print a scan's summary (or a checkpoint's spec and model card); exit 2 with one line on bad input."""
     import numpy as np
 
     from seg_app.core import MultipleSeriesError, SegAppError
@@ -73,6 +88,9 @@ def info_command(argv: Sequence[str]) -> int:
 
     args = _info_parser().parse_args(argv)
     try:
+        if args.path.lower().endswith((".pt", ".pth")):
+            checkpoint_info(args.path)
+            return 0
         try:
             vol = load_scan(args.path, series_uid=args.series)
         except MultipleSeriesError as exc:
