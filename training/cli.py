@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 from seg_app.core.errors import SegAppError
+from training.data import ProblemList
 
 
 def _synth(a: argparse.Namespace) -> int:
@@ -32,55 +34,74 @@ _TRAIN_FLAGS = {
 }
 
 
+def _train_options(a: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The options given explicitly (config file, then flags on top) and where each came from."""
+    from training.config import load_config_file
+
+    values: dict[str, Any] = load_config_file(a.config) if a.config else {}
+    origins = dict.fromkeys(values, str(a.config))
+    flags: dict[str, Any] = {k: getattr(a, k) for k in (*_TRAIN_FLAGS, "patch_size", "target_spacing", "channels", "strides")
+                             if getattr(a, k) is not None}
+    for flag, key, value in (("no_augment", "augment", False), ("no_amp", "amp", False), ("domain_augment", "domain_augment", True),
+                             ("batch_dice", "batch_dice", True), ("quiet", "progress", False), ("no_check", "check", False)):
+        if getattr(a, flag):
+            flags[key] = value
+    if a.fold is not None and a.fold != "all":
+        try:
+            flags["fold"] = int(a.fold)
+        except ValueError:
+            flags["fold"] = a.fold  # reported by the validation
+    for key in ("data", "out"):
+        if getattr(a, key):
+            flags[key] = getattr(a, key)
+    values.update(flags)
+    origins.update(dict.fromkeys(flags, "command line"))
+    return values, origins
+
+
 def _train(a: argparse.Namespace) -> int:
     import torch
 
-    from training.train import TrainConfig, load_config_file, train
+    from training.config import TrainConfig
+    from training.train import train
 
-    values: dict = load_config_file(a.config) if a.config else {}
-    for key in _TRAIN_FLAGS:
-        v = getattr(a, key)
-        if v is not None:
-            values[key] = v
-    for key in ("patch_size", "target_spacing", "channels", "strides"):
-        v = getattr(a, key)
-        if v is not None:
-            values[key] = v
-    if a.no_augment:
-        values["augment"] = False
-    if a.no_amp:
-        values["amp"] = False
-    if a.domain_augment:
-        values["domain_augment"] = True
-    if a.batch_dice:
-        values["batch_dice"] = True
-    if a.quiet:
-        values["progress"] = False
-    all_folds = a.fold == "all"
-    if a.fold is not None and not all_folds:
-        values["fold"] = int(a.fold)
-    values["data"], values["out"] = a.data or values.get("data", ""), a.out or values.get("out", "")
-    if not values["out"] or (not values["data"] and not a.resume):
+    values, origins = _train_options(a)
+    if not values.get("out") or (not values.get("data") and not a.resume):
         raise SegAppError("train needs --data and --out (or both in the config file).")
     values["command"] = "seg-train " + " ".join(shlex.quote(x) for x in a.argv)
-    cfg = TrainConfig.from_mapping(values)
+    cfg = TrainConfig.from_mapping(values, origins)
     try:
-        result = train(cfg, resume=a.resume, all_folds=all_folds)
+        result = train(cfg, resume=a.resume, all_folds=a.fold == "all", given=set(values))
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    if not a.quiet:
-        summary = {k: v for k, v in result.items() if k != "history"} if isinstance(result, dict) else result
+    if result is not None and not a.quiet:  # rank 0 only under torchrun
+        summary = {k: v for k, v in result.items() if k != "history"}
         print(json.dumps(summary, indent=1))
     return 0
+
+
+def _check(a: argparse.Namespace) -> int:
+    from training.check import check_dataset
+
+    splits = {"training": ("training",), "test": ("test",), "all": ("training", "test")}[a.split]
+    report = check_dataset(a.data, splits=splits)
+    for line in report.problems:
+        print(line)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _evaluate(a: argparse.Namespace) -> int:
     from training.evaluate import evaluate
 
+    from training.evaluate import metric_glossary
+
     summary = evaluate(a.model, a.data, split=a.split, out_dir=a.out, device=a.device, record=a.record,
-                       progress=not a.quiet)
+                       progress=not a.quiet, check=not a.no_check)
     print(json.dumps(summary["summary"], indent=1))
+    if not a.quiet:  # what the numbers mean, once (stderr: stdout stays plain JSON)
+        print("metrics:\n" + metric_glossary(), file=sys.stderr)
     return 0
 
 
@@ -119,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="dataset folder")
     t.add_argument("--out", help="run folder (best.pt, last.pt, metrics.csv, curves.png, splits.json)")
     t.add_argument("--config", help="YAML/JSON file with options (flags override it)")
-    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    t.add_argument("--resume", action="store_true",
+                   help="continue RUN_DIR/last.pt: options from RUN_DIR/config.json; --epochs, --lr, --schedule, ... given now win "
+                        "(see docs/TRAINING.md); options that define the run may not change")
     t.add_argument("--fold", default=None, help="fold index, or 'all' to train every fold and report mean/std")
     t.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("I", "J", "K"))
     t.add_argument("--target-spacing", type=float, nargs=3, default=None, metavar=("SI", "SJ", "SK"))
@@ -133,8 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nnU-Net loss convention: Dice over foreground classes pooled over the batch (+ CE)")
     t.add_argument("--domain-augment", action="store_true",
                    help="stronger appearance randomisation per patch (random intensity curve, bias, low resolution, noise)")
+    t.add_argument("--no-check", action="store_true", help="skip the dataset check (seg-train check) before training")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)
+
+    c = sub.add_parser("check", help="check a dataset folder (grids, labels, channels, NaNs, unreadable files); lists every problem")
+    c.add_argument("data", help="dataset folder (MSD or paired layout)")
+    c.add_argument("--split", default="all", choices=("training", "test", "all"), help="which cases to check")
+    c.set_defaults(func=_check)
 
     e = sub.add_parser("evaluate", help="per-case Dice, HD95 and lesion detection with the app's inference path")
     e.add_argument("--model", required=True, help="checkpoint (.pt)")
@@ -144,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="folder for per_case.csv and summary.json (default: beside the model)")
     e.add_argument("--device", default="auto")
     e.add_argument("--record", action="store_true", help="write the summary into the checkpoint's metrics")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--no-check", action="store_true", help="skip the dataset check of the split's files")
+    e.add_argument("--quiet", action="store_true", help="no progress bar and no metric glossary")
     e.set_defaults(func=_evaluate)
 
     x = sub.add_parser("export", help="export to ONNX and/or a MONAI bundle folder")
@@ -157,21 +187,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 1 error, 130 interrupted).
+
+    Under torchrun every rank runs this: errors are prefixed ``rank R/W:``, a dataset or option problem
+    list is printed by rank 0 only, and a rank whose peer failed (its collective broke, or torchrun
+    stopped it with SIGTERM) exits 1 with a line saying so, like the rank that failed.
+    """
+    from training.ddp import StoppedByLauncher, is_peer_failure, rank_prefix, stop_on_sigterm
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
+    prefix = rank_prefix()
     try:
-        return int(args.func(args))
+        with stop_on_sigterm(enabled=bool(prefix)):
+            return int(args.func(args))
+    except ProblemList as exc:
+        if prefix and os.environ.get("RANK", "0") != "0":  # the same list on every rank: rank 0 prints it
+            print(f"error: {prefix}{exc.summary} (listed by rank 0).", file=sys.stderr)
+            return 1
+        for line in exc.problems if len(exc.problems) > 1 else []:
+            print(line, file=sys.stderr)
+        print(f"error: {prefix}{exc}", file=sys.stderr)
+        return 1
     except SegAppError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {prefix}{exc}", file=sys.stderr)
         return 130 if type(exc).__name__ == "TrainingInterrupted" else 1
+    except StoppedByLauncher:
+        print(f"error: {prefix}stopped by torchrun because another rank failed (its error is above).", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print(f"error: {prefix}interrupted", file=sys.stderr)
         return 130
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {prefix}{exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - distributed only: one line, and every rank exits 1
+        if not prefix:
+            raise
+        cause = _first_error(exc)
+        first = (str(cause).strip().splitlines() or [""])[0]
+        if is_peer_failure(exc):
+            print(f"error: {prefix}stopped because another rank failed (its error is above; {type(exc).__name__}: {first})",
+                  file=sys.stderr)
+        else:
+            print(f"error: {prefix}{first if isinstance(cause, SegAppError) else f'{type(cause).__name__}: {first}'}",
+                  file=sys.stderr)
+        return 1
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The app's own error inside ``exc``'s chain (MONAI wraps transform errors in RuntimeError), else ``exc``."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            break
+        if isinstance(seen, SegAppError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
 
 
 if __name__ == "__main__":

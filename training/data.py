@@ -21,6 +21,22 @@ class DatasetError(SegAppError):
     """A dataset folder cannot be used for training or evaluation (layout, labels, files)."""
 
 
+class ProblemList(DatasetError):
+    """Several problems found at once (dataset check, option validation), one line each.
+
+    ``str()`` is the problem itself when there is one, else the summary and the count; ``problems``
+    holds every line (``seg-train`` prints them all before its ``error:`` line).
+    """
+
+    def __init__(self, summary: str, problems: list[str]) -> None:
+        self.summary, self.problems = summary, list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{summary}: {len(self.problems)} problems (listed above)."
+        super().__init__(text)
+
+
 @dataclass
 class DatasetInfo:
     """The cases of a dataset folder and what its channels and labels are.

@@ -3,16 +3,28 @@
 Every helper is a no-op for a single process (``WORLD_SIZE`` unset or 1), so the training loop calls
 them unconditionally. The process group is destroyed by the caller (``training.cli``) once training
 returns.
+
+Failure of one rank: under torchrun a rank that raises prints ``error: rank R/W: ...`` and exits 1.
+With gloo, the collectives of the other ranks then fail at once ("connection closed by peer"), and
+torchrun also stops them with SIGTERM when it sees a worker exit; either way they print
+``error: rank R/W: stopped because another rank failed`` and exit 1 too (:func:`is_peer_failure`,
+:func:`stop_on_sigterm`), and torchrun exits 1 naming the first failed rank.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistEnv", "dist_env", "init_distributed", "wrap_model", "barrier", "mean_over_ranks"]
+__all__ = [
+    "DistEnv", "dist_env", "init_distributed", "wrap_model", "barrier", "mean_over_ranks", "rank_prefix", "is_peer_failure",
+    "StoppedByLauncher", "stop_on_sigterm",
+]
 
 
 @dataclass(frozen=True)
@@ -73,3 +85,43 @@ def mean_over_ranks(value: float, env: DistEnv, device: torch.device) -> float:
     t = torch.tensor([value], device=device)
     torch.distributed.all_reduce(t)
     return float(t.item()) / env.world_size
+
+
+# ---- failures ---------------------------------------------------------------------------------------------
+class StoppedByLauncher(BaseException):
+    """SIGTERM from torchrun (it stops the other workers when one fails). A BaseException, so no
+    ``except Exception`` in the training code swallows it."""
+
+
+def rank_prefix() -> str:
+    """``"rank R/W: "`` under torchrun with more than one process, else ``""`` (for error lines)."""
+    env = dist_env()
+    return f"rank {env.rank}/{env.world_size}: " if env.distributed else ""
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """True when ``exc`` says a collective broke because another process went away."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(s in text for s in ("connection closed by peer", "connection reset", "broken pipe", "distbackenderror",
+                                   "distnetworkerror", "connection refused", "timed out"))
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(enabled: bool = True) -> Iterator[None]:
+    """Turn SIGTERM into :class:`StoppedByLauncher` while the block runs (main thread only)."""
+    if not enabled or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ANN001 - signal handler signature
+        raise StoppedByLauncher()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

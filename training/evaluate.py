@@ -207,6 +207,38 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: What each summary metric means (``seg-train evaluate`` prints this once, after the summary).
+METRIC_GLOSSARY: dict[str, str] = {
+    "dice": "Dice = 2|P&T| / (|P|+|T|) per case and label on the source grid; 1 when both are empty, 0 when only one is",
+    "dice_mean_cases_with_lesion": "mean Dice over the cases whose ground truth has this label (n_cases_with_lesion)",
+    "hd95_directed_max_mm": "larger of the two directed 95th-percentile surface distances in mm (MONAI compute_hausdorff_distance "
+                            "percentile=95; = legacy hd95_mm); mean over cases where both masks are non-empty",
+    "hd95_pooled_mm": "95th percentile of both directions' surface distances pooled (medpy hd95); cases with both masks non-empty",
+    "hd95_*_brats_mm": f"BraTS convention: 0 when both masks are empty, {BRATS_HD95_PENALTY_MM} mm when only one is; mean over all cases",
+    "hd95_mm_mean": "legacy: directed-max HD95 where defined (both empty = 0; one empty left out, counted in hd95_n_undefined)",
+    "lesions_tp / fn / fp": "lesions are 26-connected components; a true lesion touched by the prediction is TP, else FN; "
+                            "a predicted lesion touching no true voxel is FP",
+    "lesion_sensitivity": "TP / (TP + FN) over all true lesions",
+    "lesion_precision": "predicted lesions touching a true lesion / all predicted lesions",
+    "false_positive_cases": "cases without this label in the truth where something was predicted",
+    "top_level": "the group repeated at the top of the summary: the only label, or WT for BraTS-like labels",
+}
+
+
+def metric_glossary() -> str:
+    """One line per metric of :data:`METRIC_GLOSSARY`."""
+    width = max(map(len, METRIC_GLOSSARY))
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in METRIC_GLOSSARY.items())
+
+
+def _check_split(data: str | os.PathLike, split: str, channels: int) -> None:
+    """The dataset check (``training.check``) of the files ``split`` reads, with the model's channel count."""
+    from training.check import check_dataset
+
+    splits = {"test": ("test",), "all": ("training", "test")}.get(split, ("training",))
+    check_dataset(data, splits=splits, channels=channels, raise_on_problems=True)
+
+
 def select_cases(info: DatasetInfo, split: str, model_path: Path, spec: ModelSpec) -> list[dict[str, str]]:
     """Labelled cases of ``split``: test (imagesTs + labelsTs), val (the run's splits.json), train, all."""
     if split == "test":
@@ -236,10 +268,12 @@ def _predict_fn(ckpt: Checkpoint, device: str):
 
 
 def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "test", out_dir: str | os.PathLike | None = None,
-             device: str = "auto", record: bool = False, progress: bool = True) -> dict[str, Any]:
+             device: str = "auto", record: bool = False, progress: bool = True, check: bool = True) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset split; writes ``per_case.csv`` and ``summary.json``.
 
-    With ``record`` the summary is stored in the checkpoint's ``metrics`` (prefix ``<split>_``).
+    With ``record`` the summary is stored in the checkpoint's ``metrics`` (prefix ``<split>_``). With
+    ``check`` the files of the split are checked first (``training.check``; every problem is raised
+    at once as ``ProblemList``).
     Returns ``{"summary": ..., "rows": [...], "out_dir": ...}``.
     """
     from tqdm import tqdm
@@ -247,6 +281,8 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "te
     model_path = Path(model)
     ckpt = load_checkpoint(model_path)
     spec = ckpt.spec
+    if check:
+        _check_split(data, split, spec.in_channels)
     info = read_dataset(data)
     cases = select_cases(info, split, model_path, spec)
     predict = _predict_fn(ckpt, device)

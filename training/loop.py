@@ -90,15 +90,17 @@ def validate(net: torch.nn.Module, loader, spec: ModelSpec, device: torch.device
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def run_epoch(fold: FoldRun, epoch: int) -> tuple[float, int]:
-    """Train epoch ``epoch`` (0-based) and step the schedule; returns (mean loss over ranks, iterations)."""
+def run_epoch(fold: FoldRun, epoch: int) -> tuple[float, int, float]:
+    """Train epoch ``epoch`` (0-based) and step the schedule; returns (mean loss over ranks, iterations,
+    the learning rate this epoch used)."""
     cfg, env = fold.cfg, fold.env
+    lr = float(fold.opt.param_groups[0]["lr"])
     seed_epoch(fold.sampler, fold.train_ds, fold.generator, cfg.seed, epoch, env.rank)
     losses = train_one_epoch(fold.model, fold.loader, fold.loss_fn, fold.opt, fold.scaler, fold.device, fold.use_amp,
                              desc=f"epoch {epoch + 1}/{cfg.epochs}", progress=cfg.progress and env.is_main)
     fold.sched.step()
     mean_loss = float(np.mean(losses)) if losses else float("nan")
-    return mean_over_ranks(mean_loss, env, fold.device), len(losses)  # the epoch loss averaged over ranks, for the log
+    return mean_over_ranks(mean_loss, env, fold.device), len(losses), lr  # the epoch loss averaged over ranks, for the log
 
 
 def validate_if_due(fold: FoldRun, epoch: int) -> float | None:

@@ -23,7 +23,7 @@ from training.run_files import plot_curves, rng_state, set_rng_state, write_metr
 if TYPE_CHECKING:
     from training.train import TrainConfig
 
-__all__ = ["FoldRun", "Progress", "resume_progress", "record_epoch", "spec_now", "training_state", "save_last", "save_epoch"]
+__all__ = ["FoldRun", "Progress", "resume_progress", "set_schedule_epoch", "record_epoch", "spec_now", "training_state", "save_last", "save_epoch"]
 
 
 @dataclass
@@ -95,26 +95,44 @@ def resume_progress(fold: FoldRun) -> Progress:
     if "optimizer" not in ts:
         raise DatasetError(f"{fold.last_path} holds no training state to resume from.")
     fold.net.load_state_dict(ck.state_dict)
-    fold.opt.load_state_dict(ts["optimizer"])
-    fold.sched.load_state_dict(ts["scheduler"])
+    fold.opt.load_state_dict(ts["optimizer"])  # Adam moments; lr and weight decay are set below
     if "scaler" in ts and fold.use_amp:
         fold.scaler.load_state_dict(ts["scaler"])
     progress = Progress(int(ts["epoch"]), float(ts["best_dice"]), int(ts["best_epoch"]), list(ts.get("history", [])),
                         float(ts.get("elapsed_s", 0.0)), float(ts.get("cpu_s", 0.0)))
+    set_schedule_epoch(fold, progress.epoch)
     set_rng_state(ts["rng"])
     return progress
 
 
+def set_schedule_epoch(fold: FoldRun, epoch: int) -> None:
+    """Put the schedule at 0-based ``epoch`` of the *current* config: ``--lr``, ``--weight-decay``,
+    ``--schedule`` and ``--epochs`` as given now (the schedule is a pure function of the epoch, so the
+    saved scheduler state is not needed)."""
+    from training.config import lr_factor
+
+    cfg = fold.cfg
+    lr = cfg.lr * lr_factor(cfg.schedule, epoch, cfg.epochs)
+    for group in fold.opt.param_groups:
+        group["initial_lr"], group["lr"], group["weight_decay"] = cfg.lr, lr, cfg.weight_decay
+    fold.sched.base_lrs = [cfg.lr] * len(fold.opt.param_groups)
+    fold.sched.last_epoch = epoch
+    fold.sched._last_lr = [lr] * len(fold.opt.param_groups)  # what get_last_lr() reports
+
+
 def record_epoch(fold: FoldRun, progress: Progress, done: int, mean_loss: float, val_dice: float | None, n_iters: int,
-                 dt: float) -> bool:
-    """Update the best Dice and append the history row of epoch ``done`` (1-based); True if best.pt is due."""
+                 dt: float, lr: float | None = None) -> bool:
+    """Update the best Dice and append the history row of epoch ``done`` (1-based); True if best.pt is due.
+
+    ``lr`` is the learning rate the epoch trained with (default: the optimiser's current one).
+    """
     improved = val_dice is not None and val_dice > progress.best
     no_val_end = fold.val_loader is None and done == fold.cfg.epochs  # without validation, best = last
     if improved or no_val_end:
         progress.best, progress.best_epoch = (float(val_dice), done) if improved else (progress.best, done)  # type: ignore[arg-type]
     progress.history.append({
         "epoch": done, "train_loss": round(mean_loss, 5), "val_dice": round(val_dice, 5) if val_dice is not None else "",
-        "lr": fold.opt.param_groups[0]["lr"], "epoch_s": round(dt, 2), "iters_per_s": round(n_iters / dt, 3) if dt else 0,
+        "lr": float(fold.opt.param_groups[0]["lr"] if lr is None else lr), "epoch_s": round(dt, 2), "iters_per_s": round(n_iters / dt, 3) if dt else 0,
         "elapsed_s": round(progress.elapsed_s(), 1), "cpu_s": progress.cpu_s(),
     })
     return improved or no_val_end

@@ -18,8 +18,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from seg_app.core.spec import (
     now_iso,
     package_versions,
 )
+from training.config import TrainConfig, given_options, load_config_file, lr_factor, resume_config
 from training.data import (
     DatasetError,
     DatasetInfo,
@@ -59,83 +59,13 @@ from training.run_files import open_tensorboard, plot_curves, write_json
 from training.state import FoldRun, Progress, record_epoch, resume_progress, save_epoch, save_last
 
 __all__ = [
-    "TrainConfig", "TrainingInterrupted", "load_config_file", "build_spec", "train", "summarize_folds",
+    "TrainConfig", "TrainingInterrupted", "load_config_file", "build_spec", "train", "summarize_folds", "make_schedule",
     "physical_cores", "configure_threads", "DistEnv", "dist_env", "validate", "plot_curves",
 ]
 
 
 class TrainingInterrupted(SegAppError):
     """Training was stopped with Ctrl-C; ``last.pt`` was saved."""
-
-
-@dataclass
-class TrainConfig:
-    """Every training option (CLI flags and the YAML/JSON config file use these names)."""
-
-    data: str = ""
-    out: str = ""
-    name: str = "brain_tumour"
-    description: str = ""
-    epochs: int = 50
-    batch_size: int = 2
-    samples_per_case: int = 2
-    patch_size: list[int] | None = None
-    target_spacing: list[float] | None = None
-    max_patch_voxels: int = 64**3
-    network: str = "UNet"
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    strides: list[int] = field(default_factory=lambda: [2, 2, 2])
-    num_res_units: int = 1
-    lr: float = 2e-3
-    weight_decay: float = 1e-5
-    schedule: str = "poly"
-    val_every: int = 1
-    val_fraction: float = 0.2
-    folds: int = 0
-    fold: int = 0
-    seed: int = 0
-    workers: int | None = None
-    cache_rate: float = 1.0
-    device: str = "auto"
-    amp: bool = True
-    pos_fraction: float = 0.67
-    augment: bool = True
-    domain_augment: bool = False
-    normalization: str = "auto"
-    batch_dice: bool = False
-    init_from: str | None = None
-    overlap: float = 0.5
-    sw_batch_size: int = 2
-    min_lesion_ml: float = 0.0
-    max_minutes: float | None = None
-    progress: bool = True
-    command: str = ""
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise DatasetError(f"Unknown training option(s): {', '.join(unknown)}.")
-        return cls(**{k: v for k, v in values.items()})
-
-
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Options from a ``.yaml``/``.yml`` or ``.json`` file (keys as in :class:`TrainConfig`)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-        if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"Cannot read the config file {p} ({exc}).") from exc
-    if not isinstance(values, dict):
-        raise DatasetError(f"The config file {p} must hold a mapping of option: value.")
-    return {k.replace("-", "_"): v for k, v in values.items()}
 
 
 # ---- machine ------------------------------------------------------------------------------------------------
@@ -245,23 +175,39 @@ def _splits(cfg: TrainConfig, info: DatasetInfo, base: Path) -> list[dict[str, l
     return splits
 
 
-def train(cfg: TrainConfig, resume: bool = False, all_folds: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train one model (or, with ``all_folds``, every fold and summarise them). Returns a summary dict.
+def train(cfg: TrainConfig, resume: bool = False, all_folds: bool = False, on_epoch_end: Callable[[int], None] | None = None,
+          given: Iterable[str] | None = None) -> dict[str, Any] | None:
+    """Train one model (or, with ``all_folds``, every fold and summarise them).
 
-    ``on_epoch_end(epochs_done)`` is called after each epoch's checkpoints are written (tests use it
-    to interrupt a run).
+    Args:
+        resume: continue ``cfg.out``: its config.json is the base, and the options named in ``given``
+            replace it where :data:`training.config.RESUME_MAY_CHANGE` allows (others must not differ).
+        on_epoch_end: ``on_epoch_end(epochs_done)`` after each epoch's checkpoints are written (tests
+            use it to interrupt a run).
+        given: the options set explicitly (the command line passes them); None: those of ``cfg`` that
+            differ from the defaults.
+
+    Returns:
+        the summary on rank 0 (the only process under torchrun that returns one); None on other ranks.
+
+    Raises:
+        ProblemList: the dataset check (unless ``cfg.check`` is off) or the resume rules failed, with
+            every problem; nothing was trained.
     """
     base = Path(cfg.out)
     if resume:
         saved = base / "config.json"
         if not saved.is_file():
             raise DatasetError(f"Cannot resume: {saved} does not exist.")
-        old = json.loads(saved.read_text())
-        default = TrainConfig()
-        for k in ("epochs", "workers", "device", "progress", "max_minutes"):  # may change on resume
-            if getattr(cfg, k) != getattr(default, k):
-                old[k] = getattr(cfg, k)
-        cfg = TrainConfig.from_mapping(old)
+        try:
+            old = json.loads(saved.read_text())
+        except ValueError as exc:
+            raise DatasetError(f"Cannot resume: {saved} is not valid JSON ({exc}).") from exc
+        cfg = resume_config(old, given_options(cfg, given), saved)
+    if cfg.check:
+        from training.check import check_dataset
+
+        check_dataset(cfg.data, splits=("training",), raise_on_problems=True)
     info = read_dataset(cfg.data)
     env = dist_env()
     if env.is_main:
@@ -279,16 +225,18 @@ def train(cfg: TrainConfig, resume: bool = False, all_folds: bool = False, on_ep
     barrier(env)
     splits = _splits(cfg, info, base)
     if cfg.folds and all_folds:
-        results = [_train_fold(dataclasses.replace(cfg, fold=k), info, fp, splits[k], base / f"fold_{k}", resume, env, on_epoch_end) for k in range(cfg.folds)]
-        return summarize_folds(base) if env.is_main else results[0]
+        for k in range(cfg.folds):
+            _train_fold(dataclasses.replace(cfg, fold=k), info, fp, splits[k], base / f"fold_{k}", resume, env, on_epoch_end)
+        return summarize_folds(base) if env.is_main else None
     if cfg.folds:
         if not 0 <= cfg.fold < cfg.folds:
             raise DatasetError(f"--fold must be between 0 and {cfg.folds - 1}.")
         out = _train_fold(cfg, info, fp, splits[cfg.fold], base / f"fold_{cfg.fold}", resume, env, on_epoch_end)
         if env.is_main:
             summarize_folds(base)
-        return out
-    return _train_fold(cfg, info, fp, splits[0], base, resume, env, on_epoch_end)
+        return out if env.is_main else None
+    out = _train_fold(cfg, info, fp, splits[0], base, resume, env, on_epoch_end)
+    return out if env.is_main else None
 
 
 def summarize_folds(base: Path) -> dict[str, Any]:
@@ -351,13 +299,11 @@ def _make_network(cfg: TrainConfig, spec: ModelSpec, device: torch.device, resum
     return net
 
 
-def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs), eta_min=cfg.lr * 0.01)
-    if cfg.schedule == "poly":
-        epochs = max(1, cfg.epochs)
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(0.0, 1.0 - e / epochs) ** 0.9)
-    raise DatasetError(f"Unknown learning-rate schedule '{cfg.schedule}' (poly or cosine).")
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-epoch schedule: lr(epoch) = ``cfg.lr * lr_factor(cfg.schedule, epoch, cfg.epochs)`` (a pure function
+    of the epoch, see :func:`training.config.lr_factor`)."""
+    lr_factor(cfg.schedule, 0, cfg.epochs)  # unknown schedules fail here
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg.schedule, e, cfg.epochs))
 
 
 def _setup_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: dict[str, list[str]], run_dir: Path,
@@ -386,7 +332,7 @@ def _setup_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
     # a crop without some class does not turn every false-positive voxel of it into a full Dice loss
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=not cfg.batch_dice, batch=cfg.batch_dice)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = _schedule(opt, cfg)
+    sched = make_schedule(opt, cfg)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     return FoldRun(cfg, env, spec, device, n_threads, run_dir, len(train_files), len(val_files), train_ds, sampler, gen,
@@ -408,10 +354,10 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
         for epoch in range(progress.epoch, cfg.epochs):
             progress.epoch = epoch
             t0 = time.perf_counter()
-            mean_loss, n_iters = run_epoch(fold, epoch)
+            mean_loss, n_iters, lr = run_epoch(fold, epoch)
             val_dice = validate_if_due(fold, epoch)
             dt = time.perf_counter() - t0
-            save_best = env.is_main and record_epoch(fold, progress, epoch + 1, mean_loss, val_dice, n_iters, dt)
+            save_best = env.is_main and record_epoch(fold, progress, epoch + 1, mean_loss, val_dice, n_iters, dt, lr)
             progress.epoch = epoch + 1  # epochs completed
             if env.is_main:
                 save_epoch(fold, progress, save_best, tb, mean_loss, val_dice)
