@@ -1,8 +1,9 @@
 """``seg-app``: the clinician's desktop app and its headless commands.
 
     seg-app [PATH] [--model CKPT] [--screenshot OUT.png [--segment] [--slice-fraction F]]
-    seg-app info PATH [--series UID]      (PATH a scan, or a model checkpoint .pt)
+    seg-app info PATH [--series UID]      (PATH a scan, a DICOM SEG or a model checkpoint .pt)
     seg-app predict INPUT... [--model CKPT] [--out DIR] [--device auto|cpu|cuda] [--tta] ...
+    seg-app compare MASK_A MASK_B --scan SCAN --out DIR
     seg-app pacs echo|find|retrieve|nodes ...
 
 Errors from the core are printed as one line (``error: ...``) with a non-zero exit status; add
@@ -21,6 +22,7 @@ COMMANDS = {
     "info": "show a scan's series, geometry, intensity range and loading warnings, or a checkpoint's model card",
     "predict": "segment scans headless and write masks + measurements",
     "pacs": "PACS: echo, find, retrieve (see docs/PACS.md)",
+    "compare": "compare two segmentations of one scan (Dice, HD95, volume per label/region/lesion, agreement map)",
 }
 
 
@@ -91,6 +93,17 @@ def info_command(argv: Sequence[str]) -> int:
         if args.path.lower().endswith((".pt", ".pth")):
             checkpoint_info(args.path)
             return 0
+        from seg_app.core.segmentation_io import describe_dicom_seg, is_dicom_seg
+
+        if is_dicom_seg(args.path):
+            d = describe_dicom_seg(args.path)
+            print(f"DICOM SEG: {d['file']} ({d['segmentation_type'].lower()}, {d['frames']} frames)")
+            print(f"  frame of reference: {d['frame_of_reference']}")
+            for uid in d["referenced_series"]:
+                print(f"  references series:  {uid}")
+            for seg in d["segments"]:
+                print(f"  segment {seg['number']}: label {seg['label_value']} \"{seg['label']}\"")
+            return 0
         try:
             vol = load_scan(args.path, series_uid=args.series)
         except MultipleSeriesError as exc:
@@ -134,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from seg_app.predict_cli import predict_command
 
         return predict_command(argv[1:])
+    if argv and argv[0] == "compare":
+        from seg_app.compare_cli import compare_command
+
+        return compare_command(argv[1:])
     if argv and argv[0] == "pacs":
         from seg_app.pacs_cli import pacs_command
 

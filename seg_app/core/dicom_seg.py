@@ -313,11 +313,12 @@ def read_dicom_seg(path: str | os.PathLike[str], reference: Volume) -> Volume:
             fns = [int(f) for f in reference.meta["FrameNumbers"]]
             planes = seg.get_pixels_by_source_frame(
                 source_sop_instance_uid=src_uid, source_frame_numbers=fns, segment_numbers=numbers,
-                combine_segments=False, dtype=np.uint8,
+                combine_segments=False, dtype=np.float32,
             )
         else:
             planes = seg.get_pixels_by_source_instance(
-                source_sop_instance_uids=sops, segment_numbers=numbers, combine_segments=False, dtype=np.uint8,
+                source_sop_instance_uids=sops, segment_numbers=numbers, combine_segments=False, dtype=np.float32,
+                assert_missing_frames_are_empty=True,  # sparse SEGs (empty frames omitted, as dcmqi writes them)
             )
     except (ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
         raise ScanLoadError(f"The DICOM SEG {path} does not reference the images of this scan ({exc}).") from exc
@@ -325,7 +326,7 @@ def read_dicom_seg(path: str | os.PathLike[str], reference: Volume) -> Volume:
     if planes.shape[1:3] != (n_j, n_i):
         raise ScanLoadError(f"The DICOM SEG {path} has {planes.shape[2]}x{planes.shape[1]} frames, not {n_i}x{n_j}.")
     for s, v in enumerate(values):
-        mask = planes[..., s].transpose(2, 1, 0).astype(bool)
+        mask = planes[..., s].transpose(2, 1, 0) >= 0.5  # binary 0/1; fractional thresholded at one half
         out[mask] = v
     return Volume(
         array=out[None],
