@@ -88,10 +88,7 @@ def run_scripted(args: argparse.Namespace, app: QApplication | None = None, sett
             f = min(max(float(frac), 0.0), 1.0)
             win.state.set_cursor([round(f * (s - 1)) for s in g.shape])
         elif win.lesions:
-            largest = max(win.lesions, key=lambda les: les.volume_ml)
-            win.go_to_lesion(largest)
-            row = win.lesion_table.proxy.mapFromSource(win.lesion_table.model.index(win.lesions.index(largest), 0))
-            win.lesion_table.view.selectRow(row.row())
+            win.go_to_largest_lesion()  # crosshair, RECIST slice, calipers and the selected row
         for _ in range(3):
             app.processEvents()
         win.statusBar().clearMessage()

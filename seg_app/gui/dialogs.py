@@ -1,9 +1,10 @@
-"""Dialogs: error sentences, DICOM series picker, model card, About."""
+"""Dialogs: error sentences, DICOM series picker, model card, About, user guide, keyboard shortcuts."""
 
 from __future__ import annotations
 
 import platform
 import sys
+from pathlib import Path
 
 import numpy as np
 from PySide6 import __version__ as pyside_version
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QTableWidget,
     QTableWidgetItem,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -156,3 +158,71 @@ def about_dialog(card: str | None, parent: QWidget | None = None) -> TextDialog:
     )
     text = "Versions\n" + versions_text() + "\n\nModel\n" + (card or "No model loaded.")
     return TextDialog("About seg-app", header, text, parent)
+
+
+#: Mouse and keys of the views (not menu actions), for the keyboard-shortcuts sheet.
+VIEW_CONTROLS: tuple[tuple[str, str], ...] = (
+    ("Move the crosshair (all views follow)", "Left click or drag"),
+    ("Change slice", "Wheel, Up/Down or Right/Left arrow (1 slice), PageUp/PageDown (10), slider beside the view"),
+    ("Zoom about the mouse", "Ctrl+wheel"),
+    ("Pan", "Middle-drag"),
+    ("Window / level", "Right-drag: horizontal = width, vertical = level"),
+    ("Maximise one view / restore", "Double-click the view (or M)"),
+    ("Move the crosshair while a brush is active", "Shift+left-drag"),
+    ("Show / hide the mask", "S"),
+)
+
+
+def user_guide_path() -> Path | None:
+    """docs/GUI.md beside the package (source tree) or in a PyInstaller bundle; None when absent."""
+    here = Path(__file__).resolve()
+    candidates = [here.parents[2] / "docs" / "GUI.md"]
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        candidates.append(Path(bundle) / "docs" / "GUI.md")
+    return next((p for p in candidates if p.is_file()), None)
+
+
+class HelpDialog(QDialog):
+    """A read-only rich-text page (markdown or HTML) with a Close button."""
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        layout = QVBoxLayout(self)
+        self.browser = QTextBrowser()
+        self.browser.setOpenExternalLinks(True)
+        layout.addWidget(self.browser)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.resize(760, 620)
+
+
+def user_guide_dialog(parent: QWidget | None = None) -> HelpDialog:
+    """Help > User guide: docs/GUI.md rendered as markdown."""
+    dlg = HelpDialog("seg-app user guide", parent)
+    path = user_guide_path()
+    if path is None:
+        dlg.browser.setMarkdown("# User guide\n\nThe guide (docs/GUI.md) is not installed with this copy of seg-app.")
+    else:
+        dlg.browser.setSearchPaths([str(path.parent)])
+        dlg.browser.setMarkdown(path.read_text(encoding="utf-8"))
+    return dlg
+
+
+def shortcuts_dialog(menu_rows: list[tuple[str, str, str]], parent: QWidget | None = None) -> HelpDialog:
+    """Help > Keyboard shortcuts: the views' mouse and keys, then every menu action with a shortcut."""
+    import html
+
+    def table(rows, heads):
+        head = "".join(f"<th align='left'>{h}</th>" for h in heads)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table cellspacing='0' cellpadding='4' border='1' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
+
+    dlg = HelpDialog("Keyboard shortcuts", parent)
+    dlg.browser.setHtml(
+        "<h3>Views</h3>" + table(VIEW_CONTROLS, ("action", "mouse / key"))
+        + "<h3>Menus</h3>" + table([(a, k, m) for m, a, k in menu_rows], ("action", "key", "menu"))
+    )
+    return dlg

@@ -58,6 +58,19 @@ class ExportController(QObject):
 
         return self._start_save(p, write, "save mask")
 
+    def save_mask_and_wait(self) -> bool:
+        """Save the mask as NIfTI now (asks where) and wait for the write; True when it is saved."""
+        from seg_app.gui.workers import wait_for
+
+        if self.session.labels is None or self.session.volume is None:
+            return True
+        path = self.win.ask_save_path("Save mask as NIfTI", self.session.export_name("mask.nii.gz"), "NIfTI (*.nii.gz *.nii)")
+        job = self.save_mask(path) if path else None
+        if job is None:
+            return False
+        wait_for(job)
+        return not self.session.dirty
+
     def save_seg_dialog(self) -> None:
         volume = self.session.volume
         if self.session.labels is None or volume is None:
@@ -125,7 +138,7 @@ class ExportController(QObject):
                 extra = self.session.measurements_metadata(tta=self.win.tools.tta_check.isChecked())
                 export.save_measurements_json(p, lesions, self.session.totals, extra=extra)
             else:
-                export.save_measurements_csv(p, lesions)
+                export.save_measurements_csv(p, lesions, header=self.session.measurements_header())
         except (SegAppError, OSError) as exc:
             self.win.report(exc, "save measurements")
             return False

@@ -46,6 +46,7 @@ class JobController(QObject):
         self.seg_job: Job | None = None
         self.measure_job: Job | None = None
         self._measure_pending = False
+        self._show_largest = False  # after a segmentation: go to the largest lesion once it is measured
         self._seg_started = 0.0
         self._segmenters: dict = {}  # built in the worker, reused for the same model and settings
         self.cuda_available = False
@@ -151,6 +152,7 @@ class JobController(QObject):
 
     def _on_loaded(self, volume, path: str) -> None:
         win = self.win
+        self._show_largest = False
         win.set_volume(volume)
         self.add_recent(path)
         if volume.warnings:
@@ -317,6 +319,7 @@ class JobController(QObject):
         if win.closing or session.volume is None:
             return
         session.set_result(result)
+        self._show_largest = True
         win.show_labels()
         dev = getattr(result, "device", "")
         secs = getattr(result, "seconds", time.perf_counter() - self._seg_started)
@@ -354,6 +357,10 @@ class JobController(QObject):
         session.set_measurements(*result)
         win.lesion_table.set_lesions(session.lesions, session.totals, session.label_colors(), session.intensity_unit,
                                      session.region_colors())
+        win.on_measurements()
+        if self._show_largest and not self._measure_pending:
+            self._show_largest = False
+            win.go_to_largest_lesion()
         win.measurements_updated.emit(session.lesions)
 
     def _on_measure_finished(self) -> None:

@@ -9,17 +9,39 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableView, QVBoxLayout, QWidget
 
-#: (header, LesionMeasurement / totals attribute, decimals)
+#: (header, LesionMeasurement / totals attribute, decimals); "slice" and "delete" are the table's own.
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("Label", "label_name", -1),
     ("#", "lesion_id", 0),
     ("Volume (mL)", "volume_ml", 2),
-    ("Max diam. (mm)", "max_diameter_mm", 1),
-    ("Long axis (mm)", "long_axis_mm", 1),
-    ("Short axis (mm)", "short_axis_mm", 1),
-    ("Mean", "mean", 1),
+    ("RECIST long axis\n(axial, mm)", "long_axis_mm", 1),
+    ("Short axis\n(axial, mm)", "short_axis_mm", 1),
+    ("Slice\n(axial)", "slice", 0),
+    ("Max 3D\ndiameter (mm)", "max_diameter_mm", 1),
+    ("Mean intensity", "mean", 1),
     ("Confidence", "confidence", 2),
+    ("Delete", "delete", -1),
 )
+
+#: Header tooltips: what each measurement means (definitions: docs/MEASUREMENTS.md).
+TOOLTIPS: dict[str, str] = {
+    "label_name": "The lesion's label (with a tumour sub-region model: the whole tumour)",
+    "lesion_id": "Lesion number within its label, largest first",
+    "volume_ml": "Lesion volume: number of voxels x voxel volume, in millilitres (1 mL = 1000 mm³)",
+    "long_axis_mm": "RECIST 1.1 long axis: the longest diameter of the lesion in any single axial slice, "
+                    "between points of its boundary (the magenta caliper)",
+    "short_axis_mm": "RECIST short axis: the longest diameter perpendicular to the long axis, "
+                     "in the same axial slice (the orange caliper)",
+    "slice": "Axial slice where the long and short axes were measured, numbered as in the axial view "
+             "(1 = most inferior); the calipers are drawn on it for the selected lesion",
+    "max_diameter_mm": "Maximum 3D diameter: the largest distance between two points of the lesion surface, "
+                       "in any direction (3D Feret diameter)",
+    "mean": "Mean image intensity inside the lesion (HU for CT; scanner units for MR, which have no absolute scale)",
+    "confidence": "The model's mean foreground probability inside the lesion (0-1); blank for lesions "
+                  "painted by hand, which the model did not predict",
+    "delete": "Delete this lesion from the mask (one click; Edit > Undo brings it back)",
+}
+DELETE_TEXT = "\u2715"
 
 #: Tumour sub-region columns (shown when the lesions have ``region_volumes_ml``): composites first.
 REGION_COLUMNS: tuple[str, ...] = ("WT", "TC", "ET")
@@ -29,8 +51,8 @@ TOTALS_ROLE = Qt.ItemDataRole.UserRole + 2
 
 
 def _fmt(value: Any, decimals: int) -> str:
-    if value is None:
-        return "-"
+    if value is None:  # not applicable (a hand-painted lesion's confidence, a total's axes)
+        return ""
     if isinstance(value, float):
         if not math.isfinite(value):
             return "-"
@@ -49,6 +71,8 @@ class LesionTableModel(QAbstractTableModel):
         self.region_colors: dict[str, tuple[int, int, int]] = {}
         self.intensity_unit = ""
         self.columns: list[tuple[str, str, int]] = list(COLUMNS)
+        #: lesion -> its RECIST slice as numbered in the axial view (set by the window), or None
+        self.slice_of: Any = lambda lesion: None
 
     def set_data(self, lesions: list, totals: list[dict], colors: dict[int, tuple[int, int, int]] | None = None,
                  region_colors: dict[str, tuple[int, int, int]] | None = None) -> None:
@@ -78,9 +102,11 @@ class LesionTableModel(QAbstractTableModel):
             return None
         name, attr, _ = self.columns[section]
         if role == Qt.ItemDataRole.DisplayRole:
-            if name == "Mean" and self.intensity_unit:
-                name = f"Mean ({self.intensity_unit})"
+            if attr == "mean":
+                name = f"Mean intensity\n({self.intensity_unit or 'a.u.'})"
             return name
+        if role == Qt.ItemDataRole.ToolTipRole and attr in TOOLTIPS:
+            return TOOLTIPS[attr]
         if role == Qt.ItemDataRole.DecorationRole and attr.startswith("region:"):
             c = self.region_colors.get(attr.split(":", 1)[1])
             return QColor(*c) if c else None
@@ -108,9 +134,13 @@ class LesionTableModel(QAbstractTableModel):
                 return f"Total {obj.get('label_name', '')}"
             if attr == "lesion_id":
                 return f"{obj.get('n_lesions', 0)} lesion(s)"
-            if attr in ("long_axis_mm", "short_axis_mm"):
+            if attr in ("long_axis_mm", "short_axis_mm", "slice", "delete"):
                 return None
             return obj.get(attr)
+        if attr == "slice":
+            return self.slice_of(obj)
+        if attr == "delete":
+            return DELETE_TEXT
         return getattr(obj, attr, None)
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
@@ -127,6 +157,13 @@ class LesionTableModel(QAbstractTableModel):
             return -math.inf if v is None else v
         if role == TOTALS_ROLE:
             return is_total
+        attr = self.columns[col][1]
+        if role == Qt.ItemDataRole.ToolTipRole and attr == "delete" and not is_total:
+            return TOOLTIPS["delete"]
+        if role == Qt.ItemDataRole.TextAlignmentRole and attr == "delete":
+            return int(Qt.AlignmentFlag.AlignCenter)
+        if role == Qt.ItemDataRole.ForegroundRole and attr == "delete":
+            return QBrush(QColor(190, 40, 40))
         if role == Qt.ItemDataRole.TextAlignmentRole and col > 0:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.FontRole and is_total:
@@ -161,9 +198,11 @@ class _TotalsLastProxy(QSortFilterProxyModel):
 
 
 class LesionTable(QWidget):
-    """Table of lesions. Emits ``lesion_activated(LesionMeasurement)`` when a lesion row is clicked."""
+    """Table of lesions. Emits ``lesion_activated(LesionMeasurement)`` when a lesion row is clicked and
+    ``lesion_delete_requested(LesionMeasurement)`` when its delete cell is."""
 
     lesion_activated = Signal(object)
+    lesion_delete_requested = Signal(object)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -182,6 +221,7 @@ class LesionTable(QWidget):
         self.view.verticalHeader().setDefaultSectionSize(22)
         self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.view.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter | Qt.AlignmentFlag.AlignVCenter)
         self.view.clicked.connect(self._clicked)
         self.status = QLabel("No segmentation yet.")
         layout = QVBoxLayout(self)
@@ -208,8 +248,38 @@ class LesionTable(QWidget):
         if busy:
             self.status.setText("Updating measurements...")
 
+    def column_of(self, attr: str) -> int:
+        """Model column showing ``attr`` (-1 when absent)."""
+        return next((c for c, (_h, a, _d) in enumerate(self.model.columns) if a == attr), -1)
+
+    def proxy_index_of(self, lesion, attr: str = "label_name") -> QModelIndex:
+        """The view's index of ``lesion``'s row (in column ``attr``); invalid when not listed."""
+        try:
+            row = next(r for r, les in enumerate(self.model.lesions) if les is lesion)
+        except StopIteration:
+            return QModelIndex()
+        return self.proxy.mapFromSource(self.model.index(row, max(self.column_of(attr), 0)))
+
+    def select_lesion(self, lesion) -> None:
+        """Select (and scroll to) ``lesion``'s row without emitting anything."""
+        index = self.proxy_index_of(lesion)
+        if index.isValid():
+            self.view.selectRow(index.row())
+            self.view.scrollTo(index)
+
+    def selected_lesion(self):
+        rows = self.view.selectionModel().selectedRows()
+        if not rows:
+            return None
+        is_total, obj = self.model.row_object(self.proxy.mapToSource(rows[0]).row())
+        return None if is_total else obj
+
     def _clicked(self, proxy_index: QModelIndex) -> None:
-        row = self.proxy.mapToSource(proxy_index).row()
-        is_total, obj = self.model.row_object(row)
-        if not is_total:
+        source = self.proxy.mapToSource(proxy_index)
+        is_total, obj = self.model.row_object(source.row())
+        if is_total:
+            return
+        if self.model.columns[source.column()][1] == "delete":
+            self.lesion_delete_requested.emit(obj)
+        else:
             self.lesion_activated.emit(obj)

@@ -13,8 +13,10 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from PySide6.QtCore import QSettings, QStandardPaths, Qt, Signal
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox
+from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMainWindow, QMessageBox
 
 from seg_app.core.errors import SegAppError
 from seg_app.core.volume import Volume
@@ -28,7 +30,7 @@ from seg_app.gui.panels import Menus, ToolsPanel, ViewGrid, add_docks
 from seg_app.gui.render import label_luts
 from seg_app.gui.session import Session
 from seg_app.gui.slice_view import ViewData
-from seg_app.gui.viewer_state import PRESETS, ViewerState, auto_window
+from seg_app.gui.viewer_state import CUSTOM_PRESET, ViewerState, preset_window, presets_for
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,10 @@ class MainWindow(QMainWindow):
         self._message_boxes: list[QMessageBox] = []
         self.series_picker: dialogs.SeriesPickerDialog | None = None
         self.model_card: dialogs.TextDialog | None = None
+        self.help_dialog: QDialog | None = None
+        self.unsaved_box: QMessageBox | None = None
+        self._preset: tuple[str, float, float] | None = None  # last preset applied: name, width, level
+        self.selected_lesion = None  # the lesion whose calipers are drawn
         self.job_control = JobController(self)
         self.exporter = ExportController(self)
         self.editing = EditController(self)
@@ -78,8 +84,11 @@ class MainWindow(QMainWindow):
         self.menus = Menus(self)
         self.menus.set_recent(self.recent_files(), self.open_path)
         self._connect_widgets()
+        # the voxel read-out is a permanent widget on the right; showMessage's feedback keeps the left
         self.status_position = QLabel("")
-        self.statusBar().addPermanentWidget(self.status_position, 1)
+        self.status_position.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.statusBar().addPermanentWidget(self.status_position, 0)
+        self.lesion_table.model.slice_of = self.recist_slice_number
         self.state.connect(self._on_state_changed)
         self.session.connect(self._on_session_changed)
         self.refresh_actions()
@@ -110,6 +119,7 @@ class MainWindow(QMainWindow):
         t.undo_button.clicked.connect(self.undo)
         t.redo_button.clicked.connect(self.redo)
         self.lesion_table.lesion_activated.connect(self.go_to_lesion)
+        self.lesion_table.lesion_delete_requested.connect(self.delete_lesion)
 
     # ---- errors and questions (tests replace the questions)
     def show_error(self, message: str, title: str = "seg-app") -> None:
@@ -144,17 +154,29 @@ class MainWindow(QMainWindow):
         self.show_error(error_message(exc), title=f"seg-app: {what}")
 
     def confirm_discard(self, action: str) -> bool:
-        """Ask before losing unsaved edits (tests monkeypatch this)."""
+        """Ask before losing unsaved edits: Save (then go on once saved), Discard or Cancel.
+
+        True when ``action`` may go on. Tests monkeypatch this (or click the box's buttons).
+        """
         if not self.isWindowModified() or not self.interactive:
             return True
-        answer = QMessageBox.question(
-            self,
-            "Unsaved mask",
-            f"The mask has unsaved changes. {action} anyway and discard them?",
-            QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
-            QMessageBox.StandardButton.Cancel,
-        )
-        return answer == QMessageBox.StandardButton.Discard
+        box = QMessageBox(QMessageBox.Icon.Question, "Unsaved mask",
+                          f"The mask has unsaved changes. Save it before you {action[0].lower() + action[1:]}?",
+                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                          | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        box.setEscapeButton(QMessageBox.StandardButton.Cancel)
+        self.unsaved_box = box
+        try:
+            answer = box.exec()
+        finally:
+            self.unsaved_box = None
+            box.deleteLater()
+        if answer == QMessageBox.StandardButton.Discard:
+            return True
+        if answer == QMessageBox.StandardButton.Save:
+            return self.exporter.save_mask_and_wait()
+        return False
 
     def ask_save_path(self, title: str, default_name: str, file_filter: str) -> str:
         """A save-file dialog starting in the user's last export folder (tests monkeypatch this)."""
@@ -191,10 +213,17 @@ class MainWindow(QMainWindow):
         for v in self.views.values():
             v.oblique_note = "Oblique scan: closest canonical planes" if geometry.oblique else ""
             v.reset_view()
+        self.selected_lesion = None
+        self.data.calipers = None
         self.state.set_geometry(geometry)
-        self.apply_preset("Soft tissue" if volume.modality == "CT" else "Auto (0.5-99.8%)")
-        self.scan_info.setText("<br>".join(self.session.scan_summary()))
-        self.statusBar().showMessage(f"Opened {volume.name}.", 5000)
+        presets = presets_for(volume.modality, self.data.image)
+        self.tools.set_presets(presets)
+        self.menus.set_presets(presets, self.apply_preset)
+        self._preset = None
+        self.apply_preset(presets[0])
+        self.show_patient()
+        self._on_hover(None)  # the read-out describes the new scan (no label from the previous one)
+        self.statusBar().showMessage(f"Opened {self.session.scan_name}.", 5000)
         self.scan_loaded.emit(volume)
         self.refresh_actions()
 
@@ -258,49 +287,171 @@ class MainWindow(QMainWindow):
         if not self._updating_widgets:
             self.state.set_overlay(**changes)
 
+    # ---- patient identifiers (shown, never logged)
+    def show_patient(self) -> None:
+        """Patient and study identifiers in the views' corners, the title and the Scan panel (or none)."""
+        info = self.session.shown_patient
+        self.data.patient_corners = info.overlay_corners() if self.session.volume is not None else ([], [])
+        self.setWindowTitle(self.session.title)
+        self.scan_info.setText("<br>".join(self.session.scan_summary()))
+        self.menus.act_anonymise.setChecked(self.session.anonymise)
+        self.view_grid.update_views()
+
+    def set_anonymise(self, on: bool) -> None:
+        """View > Anonymise: hide every identifier (for screenshots and teaching), or show them again."""
+        self.session.set_anonymise(on)
+
+    # ---- lesions
+    def recist_slice_number(self, lesion) -> int | None:
+        """The axial view's 1-based number of the slice where ``lesion``'s RECIST axes were measured."""
+        g, volume, k = self.state.geometry, self.session.volume, getattr(lesion, "long_axis_slice", None)
+        if g is None or volume is None or k is None:
+            return None
+        from seg_app.core.shape import axial_axis
+
+        axis = axial_axis(volume.affine)
+        if g.perm[2] != axis:  # the views' axial axis is not the measurement's (strongly oblique scan)
+            return None
+        src = [0, 0, 0]
+        src[axis] = int(k)
+        return int(g.from_source_index(src)[2]) + 1
+
     def go_to_lesion(self, lesion) -> None:
-        """Move the crosshair to a lesion's centroid in all views."""
+        """Select a lesion: crosshair on its centroid, axial view on the slice where its RECIST axes were
+        measured, with the calipers drawn there."""
         g = self.state.geometry
         if g is None:
             return
-        self.state.set_cursor(g.world_to_display(lesion.centroid_ras_mm))
+        self.selected_lesion = lesion
+        self.data.calipers = self._calipers_of(lesion)
+        target = np.asarray(g.world_to_display(lesion.centroid_ras_mm), float)
+        number = self.recist_slice_number(lesion)
+        if number is not None:
+            target[2] = number - 1
+        self.state.set_cursor(target)
+        self.lesion_table.select_lesion(lesion)
+        self.view_grid.update_views()
         self.statusBar().showMessage(
-            f"{lesion.label_name} #{lesion.lesion_id}: {lesion.volume_ml:.2f} mL, max diameter {lesion.max_diameter_mm:.1f} mm", 6000
+            f"{lesion.label_name} #{lesion.lesion_id}: {lesion.volume_ml:.2f} mL, RECIST {lesion.long_axis_mm:.1f} x "
+            f"{lesion.short_axis_mm:.1f} mm" + (f" on axial slice {number}" if number is not None else ""), 6000
         )
+
+    def _calipers_of(self, lesion):
+        s = self.session
+        if s.labels is None or s.volume is None or s.geometry is None:
+            return None
+        from seg_app.core.shape import axial_axis
+        from seg_app.gui.calipers import recist_calipers
+
+        return recist_calipers(s.labels.array[0], s.labels.affine, lesion, s.geometry, axial_axis(s.labels.affine),
+                               s.lesion_values(lesion))
+
+    def go_to_largest_lesion(self) -> None:
+        """Show the largest lesion (after a segmentation)."""
+        if self.session.lesions:
+            self.go_to_lesion(max(self.session.lesions, key=lambda les: les.volume_ml))
+
+    def delete_lesion(self, lesion) -> None:
+        """Erase one lesion from the mask (one undo step); the table is measured again."""
+        if self.seg_job is not None:
+            self.statusBar().showMessage("Wait for the segmentation to finish before editing.", 4000)
+            return
+        if not self.session.delete_lesion(lesion):
+            self.statusBar().showMessage("That lesion is no longer in the mask; the table is being updated.", 5000)
+            return
+        if self.selected_lesion is lesion:
+            self.selected_lesion, self.data.calipers = None, None
+        self.invalidate_frames()
+        self.request_measurements()
+        self.refresh_actions()
+        self.statusBar().showMessage(f"Deleted {lesion.label_name} #{lesion.lesion_id} ({lesion.volume_ml:.2f} mL); "
+                                     "Edit > Undo brings it back.", 8000)
+
+    def delete_selected_lesion(self) -> None:
+        lesion = self.lesion_table.selected_lesion()
+        if lesion is None:
+            self.statusBar().showMessage("Select a lesion in the lesion table first.", 4000)
+            return
+        self.delete_lesion(lesion)
+
+    def on_measurements(self) -> None:
+        """New measurements: keep the selected lesion (the one nearest the old one) and its calipers."""
+        old = self.selected_lesion
+        self.selected_lesion, self.data.calipers = None, None
+        if old is not None:
+            same = [les for les in self.session.lesions if les.label == old.label]
+            if same:
+                near = min(same, key=lambda les: float(np.linalg.norm(np.subtract(les.centroid_ras_mm, old.centroid_ras_mm))))
+                if np.linalg.norm(np.subtract(near.centroid_ras_mm, old.centroid_ras_mm)) <= 10.0:
+                    self.selected_lesion = near
+                    self.data.calipers = self._calipers_of(near)
+                    self.lesion_table.select_lesion(near)
+        self.view_grid.update_views()
+
+    # ---- help
+    def show_user_guide(self) -> None:
+        """Help > User guide: docs/GUI.md rendered in a dialog."""
+        self.help_dialog = dialogs.user_guide_dialog(self)
+        self.help_dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.help_dialog.show()
+
+    def show_shortcuts(self) -> None:
+        """Help > Keyboard shortcuts: every menu shortcut and the views' mouse and keys."""
+        self.help_dialog = dialogs.shortcuts_dialog(self.menus.shortcut_rows(), self)
+        self.help_dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.help_dialog.show()
 
     # ---- viewing
     def apply_preset(self, name: str) -> None:
-        """Window/level preset by name (see ``PRESETS``); "Auto" uses the 0.5-99.8 percentiles."""
+        """Window/level preset by name (``presets_for`` the scan's modality: HU windows for CT, intensity
+        percentiles otherwise); unknown names (e.g. "Custom") change nothing."""
         if self.data.image is None:
             return
-        preset = PRESETS.get(name)
-        self.state.set_window(*(auto_window(self.data.image) if preset is None else preset))
-        i = self.preset_combo.findText(name)
-        if i >= 0:
-            self.preset_combo.setCurrentIndex(i)
+        window = preset_window(name, self.data.image)
+        if window is None:
+            return
+        self._preset = (name, *window)
+        self.state.set_window(*window)
+        self.tools.show_preset(name)
+
+    def _check_custom_window(self) -> None:
+        """The preset choice says "Custom" once the window differs from the preset applied last."""
+        p = self._preset
+        if p is not None and (abs(self.state.window - p[1]) > 1e-9 or abs(self.state.level - p[2]) > 1e-9):
+            self._preset = None
+        if self._preset is None and self.data.image is not None:
+            self.tools.show_preset(CUSTOM_PRESET)
 
     def _on_channel_changed(self, index: int) -> None:
         if self._updating_widgets or self.session.volume is None or self.state.geometry is None or index < 0:
             return
         self.data.image = self.state.geometry.view(self.session.volume.array[index])
         self.state.set_channel(index)
-        self.apply_preset(self.preset_combo.currentText())
+        name = self._preset[0] if self._preset is not None else self.tools.preset_combo.itemText(0)
+        self.apply_preset(name)
 
     def _on_state_changed(self, what: str) -> None:
         self.view_grid.update_views()
-        if what == "cursor":
+        if what in ("cursor", "geometry"):
             self._on_hover(None)
+        elif what == "window":
+            self._check_custom_window()
 
     def _on_hover(self, ijk) -> None:
-        """Status bar: voxel indices, RAS mm, intensity and label under the mouse (or the crosshair)."""
+        """Status bar read-out: slices (1-based, as the views), RAS mm, intensity and label under the mouse
+        (or the crosshair); the source array indices are in its tooltip."""
         where = self.state.cursor if ijk is None else ijk
         self.status_position.setText(self.session.describe_voxel(where, self.state.channel))
+        src = self.session.source_voxel(where)
+        self.status_position.setToolTip("" if src is None else f"source array voxel (i, j, k) = {src} (0-based)")
 
     # ---- window state
     def _on_session_changed(self, what: str) -> None:
         if what == "dirty":
             QMainWindow.setWindowModified(self, self.session.dirty)
             self.setWindowTitle(self.session.title)
+        elif what == "patient":
+            self.show_patient()
 
     def setWindowModified(self, modified: bool) -> None:  # noqa: N802 - the unsaved flag lives in the session
         self.session.set_dirty(modified)
@@ -325,6 +476,7 @@ class MainWindow(QMainWindow):
         m.act_save_shot.setEnabled(has_scan)
         m.act_undo.setEnabled(s.editor is not None and s.editor.can_undo and not running)
         m.act_redo.setEnabled(s.editor is not None and s.editor.can_redo and not running)
+        m.act_delete_lesion.setEnabled(has_labels and not running)
         t.undo_button.setEnabled(m.act_undo.isEnabled())
         t.redo_button.setEnabled(m.act_redo.isEnabled())
 
@@ -353,8 +505,9 @@ _FORWARDED = {
     "tools": "scan_info channel_combo model_info device_combo tta_check segment_button cancel_button progress "
              "progress_label preset_combo overlay_check outline_check heatmap_check opacity_slider tool_group "
              "tool_buttons label_combo radius_spin sphere_check undo_button redo_button disclaimer",
-    "view_grid": "views domain_banner views_widget toggle_maximise toggle_maximise_focused reset_views",
-    "menus": "recent_menu act_save_mask act_save_seg act_save_meas act_save_shot act_undo act_redo act_maximise act_segment",
+    "view_grid": "views sliders domain_banner views_widget toggle_maximise toggle_maximise_focused reset_views",
+    "menus": "recent_menu act_save_mask act_save_seg act_save_meas act_save_shot act_undo act_redo act_maximise act_segment "
+             "act_anonymise act_delete_lesion tool_actions",
 }
 
 

@@ -32,28 +32,62 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from seg_app.gui.editing import next_brush_radius
 from seg_app.gui.lesion_table import LesionTable
 from seg_app.gui.slice_view import SliceView, ViewData
-from seg_app.gui.viewer_state import PRESETS, VIEW_NAMES, ViewerState
+from seg_app.gui.viewer_state import AUTO_PRESET, CUSTOM_PRESET, VIEW_AXES, VIEW_NAMES, ViewerState
 
 TOOLS = (("navigate", "Navigate", "N"), ("paint", "Paint", "B"), ("erase", "Erase", "E"))
 
+class BrushSpinBox(QDoubleSpinBox):
+    """Brush radius in mm whose arrows (and wheel) move between :data:`BRUSH_STEPS_MM`."""
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt API
+        value = self.value()
+        for _ in range(abs(steps)):
+            value = next_brush_radius(value, 1 if steps > 0 else -1)
+        self.setValue(value)
+
+
+#: Where each view sits in the grid: (row, column, row span).
+VIEW_CELLS = {"axial": (0, 0, 2), "coronal": (0, 1, 1), "sagittal": (1, 1, 1)}
+COLUMN_STRETCH = (3, 2)
+
 
 class ViewGrid(QWidget):
-    """The out-of-distribution banner above three linked views: axial (large, left), coronal, sagittal."""
+    """The out-of-distribution banner above three linked views: axial (large, left), coronal, sagittal.
+
+    Each view has a slice slider on its right (1-based, as the view's caption).
+    """
 
     def __init__(self, state: ViewerState, data: ViewData) -> None:
         super().__init__()
+        self.state = state
         self.views: dict[str, SliceView] = {n: SliceView(n, state, data) for n in VIEW_NAMES}
+        self.sliders: dict[str, QSlider] = {}
+        self.panes: dict[str, QWidget] = {}
         central = QWidget()
         grid = QGridLayout(central)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(2)
-        grid.addWidget(self.views["axial"], 0, 0, 2, 1)
-        grid.addWidget(self.views["coronal"], 0, 1)
-        grid.addWidget(self.views["sagittal"], 1, 1)
-        grid.setColumnStretch(0, 3)
-        grid.setColumnStretch(1, 2)
+        for name, view in self.views.items():
+            pane = QWidget()
+            row_layout = QHBoxLayout(pane)
+            row_layout.setContentsMargins(0, 0, 0, 0)
+            row_layout.setSpacing(0)
+            row_layout.addWidget(view, 1)
+            slider = QSlider(Qt.Orientation.Vertical)
+            slider.setRange(1, 1)
+            slider.setEnabled(False)
+            slider.setToolTip(f"{name.capitalize()} slice")
+            slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrows keep stepping the view under focus
+            slider.valueChanged.connect(lambda value, n=name: self._on_slider(n, value))
+            row_layout.addWidget(slider)
+            self.sliders[name], self.panes[name] = slider, pane
+            r, c, span = VIEW_CELLS[name]
+            grid.addWidget(pane, r, c, span, 1)
+        self._grid = grid
+        self._restore_stretch()
         central.setStyleSheet("background: #111;")
         # out-of-distribution banner above the views (hidden until a result says the scan does not fit the model)
         self.domain_banner = QLabel()
@@ -68,11 +102,30 @@ class ViewGrid(QWidget):
         self.views_widget = central  # the three views only (screenshots)
         self._maximised: str | None = None
 
+    @property
+    def maximised(self) -> str | None:
+        return self._maximised
+
+    def _restore_stretch(self) -> None:
+        for c, stretch in enumerate(COLUMN_STRETCH):
+            self._grid.setColumnStretch(c, stretch)
+        for r in (0, 1):
+            self._grid.setRowStretch(r, 1)
+
     def toggle_maximise(self, name: str) -> None:
-        """Show one view alone, or all three again."""
+        """Show one view alone, filling the view area (its row and column get all the stretch), or all three."""
         self._maximised = None if self._maximised == name else name
-        for n, v in self.views.items():
-            v.setVisible(self._maximised in (None, n))
+        for n, pane in self.panes.items():
+            pane.setVisible(self._maximised in (None, n))
+        if self._maximised is None:
+            self._restore_stretch()
+        else:
+            r, c, span = VIEW_CELLS[name]
+            for col in (0, 1):
+                self._grid.setColumnStretch(col, 1 if col == c else 0)
+            for row in (0, 1):
+                self._grid.setRowStretch(row, 1 if r <= row < r + span else 0)
+        self._grid.invalidate()
         self.views[name].setFocus()
 
     def toggle_maximise_focused(self) -> None:
@@ -86,6 +139,30 @@ class ViewGrid(QWidget):
     def update_views(self) -> None:
         for v in self.views.values():
             v.update()
+        self.sync_sliders()
+
+    def sync_sliders(self) -> None:
+        """Slider ranges and positions from the geometry and the crosshair (1-based slice numbers)."""
+        g = self.state.geometry
+        for name, slider in self.sliders.items():
+            normal = VIEW_AXES[name][0]
+            slider.blockSignals(True)
+            if g is None:
+                slider.setRange(1, 1)
+                slider.setEnabled(False)
+            else:
+                slider.setRange(1, g.shape[normal])
+                slider.setPageStep(10)
+                slider.setValue(int(self.state.cursor[normal]) + 1)
+                slider.setEnabled(g.shape[normal] > 1)
+            slider.blockSignals(False)
+
+    def _on_slider(self, name: str, value: int) -> None:
+        if self.state.geometry is None:
+            return
+        cursor = list(self.state.cursor)
+        cursor[VIEW_AXES[name][0]] = int(value) - 1
+        self.state.set_cursor(cursor)
 
     def show_domain_warnings(self, sentences: list[str]) -> None:
         self.domain_banner.setText("\n".join(f"\u26a0 {w}" for w in sentences))
@@ -159,8 +236,8 @@ class ToolsPanel(QWidget):
         box = QGroupBox("Display")
         form = QFormLayout(box)
         self.preset_combo = QComboBox()
-        for name in PRESETS:
-            self.preset_combo.addItem(name)
+        self.preset_combo.addItem(AUTO_PRESET)
+        self.preset_combo.setToolTip("Window/level preset (by modality); right-drag in a view for a custom window")
         form.addRow("Window", self.preset_combo)
         self.overlay_check = QCheckBox("Show mask")
         self.overlay_check.setChecked(True)
@@ -188,8 +265,7 @@ class ToolsPanel(QWidget):
         for tool, text, key in TOOLS:
             b = QToolButton()
             b.setText(text)
-            b.setCheckable(True)
-            b.setShortcut(QKeySequence(key))
+            b.setCheckable(True)  # the key is the Edit menu action's shortcut
             b.setToolTip(f"{text} ({key})")
             b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             self.tool_group.addButton(b)
@@ -199,10 +275,11 @@ class ToolsPanel(QWidget):
         form.addRow(row)
         self.label_combo = QComboBox()
         form.addRow("Label", self.label_combo)
-        self.radius_spin = QDoubleSpinBox()
+        self.radius_spin = BrushSpinBox()
         self.radius_spin.setRange(0.5, 50.0)
-        self.radius_spin.setSingleStep(0.5)
+        self.radius_spin.setDecimals(1)
         self.radius_spin.setValue(5.0)
+        self.radius_spin.setToolTip("Brush radius ([ smaller, ] larger)")
         self.radius_spin.setSuffix(" mm")
         self.sphere_check = QCheckBox("3D sphere")
         self.sphere_check.setToolTip("Paint a sphere through neighbouring slices instead of a disc in the view's plane")
@@ -217,6 +294,24 @@ class ToolsPanel(QWidget):
         row.addWidget(self.redo_button)
         form.addRow(row)
         return box
+
+    def set_presets(self, names: list[str]) -> None:
+        """The window/level presets offered for the open scan."""
+        self.preset_combo.blockSignals(True)
+        self.preset_combo.clear()
+        self.preset_combo.addItems(names)
+        self.preset_combo.blockSignals(False)
+
+    def show_preset(self, name: str) -> None:
+        """Select ``name`` in the preset choice ("Custom" is added when needed)."""
+        i = self.preset_combo.findText(name)
+        if i < 0 and name == CUSTOM_PRESET:
+            self.preset_combo.addItem(CUSTOM_PRESET)
+            i = self.preset_combo.count() - 1
+        self.preset_combo.blockSignals(True)
+        if i >= 0:
+            self.preset_combo.setCurrentIndex(i)
+        self.preset_combo.blockSignals(False)
 
     def set_label_choices(self, specs: list[tuple[int, str, tuple[int, int, int]]]) -> None:
         """Fill the paint-label choice from ``(value, name, rgb)``, keeping the current value when present."""
@@ -237,24 +332,32 @@ def add_docks(window: QMainWindow, tools: ToolsPanel, table: LesionTable) -> tup
     tools_dock = QDockWidget("Tools", window)
     tools_dock.setObjectName("tools_dock")
     tools_dock.setWidget(scroll)
-    tools_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
     window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, tools_dock)
     lesion_dock = QDockWidget("Lesions", window)
     lesion_dock.setObjectName("lesion_dock")
     lesion_dock.setWidget(table)
+    # the tools take the whole right-hand side; the lesion table only spans the views
+    window.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+    window.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
     window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, lesion_dock)
-    window.resizeDocks([lesion_dock], [190], Qt.Orientation.Vertical)
+    window.resizeDocks([lesion_dock], [170], Qt.Orientation.Vertical)
+    tools_dock.toggleViewAction().setText("&Tools panel")
+    lesion_dock.toggleViewAction().setText("&Lesion table")
     return tools_dock, lesion_dock
 
 
 class Menus:
-    """The menu bar's actions; ``win`` provides the slots (the window and its controllers)."""
+    """The menu bar's actions; ``win`` provides the slots (the window and its controllers).
+
+    ``file_menu``, ``edit_menu``, ``view_menu``, ``model_menu`` and ``help_menu`` stay reachable so other
+    parts can add entries.
+    """
 
     def __init__(self, win) -> None:
         self._win = win
         tools, exporter = win.tools, win.exporter
         mb = win.menuBar()
-        m = mb.addMenu("&File")
+        m = self.file_menu = mb.addMenu("&File")
         self._action(m, "&Open scan...", win.open_scan_dialog, QKeySequence.StandardKey.Open, "Open a NIfTI file or a DICOM file")
         self._action(m, "Open DICOM &folder...", win.open_folder_dialog, "Ctrl+Shift+O")
         self.recent_menu: QMenu = m.addMenu("Recent files")
@@ -267,29 +370,42 @@ class Menus:
         m.addSeparator()
         self._action(m, "&Quit", win.close, QKeySequence.StandardKey.Quit)
 
-        m = mb.addMenu("&Edit")
+        m = self.edit_menu = mb.addMenu("&Edit")
         self.act_undo = self._action(m, "&Undo", win.undo, QKeySequence.StandardKey.Undo)
         self.act_redo = self._action(m, "&Redo", win.redo, "Ctrl+Shift+Z")
         self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         m.addSeparator()
-        for text, tool in (("Navigate", "navigate"), ("Paint brush", "paint"), ("Erase brush", "erase")):
-            self._action(m, text, lambda _=False, t=tool: tools.tool_buttons[t].setChecked(True))
-        self._action(m, "Larger brush", lambda: tools.radius_spin.setValue(tools.radius_spin.value() * 1.25), "]")
-        self._action(m, "Smaller brush", lambda: tools.radius_spin.setValue(tools.radius_spin.value() / 1.25), "[")
+        self.tool_actions: dict[str, QAction] = {}
+        for tool, text, key in TOOLS:
+            label = {"paint": "Paint brush", "erase": "Erase brush"}.get(tool, text)
+            self.tool_actions[tool] = self._action(m, label, lambda _=False, t=tool: tools.tool_buttons[t].setChecked(True), key)
+        self._action(m, "Larger brush", lambda: tools.radius_spin.setValue(next_brush_radius(tools.radius_spin.value(), 1)), "]")
+        self._action(m, "Smaller brush", lambda: tools.radius_spin.setValue(next_brush_radius(tools.radius_spin.value(), -1)), "[")
+        m.addSeparator()
+        self.act_delete_lesion = self._action(m, "&Delete selected lesion", win.delete_selected_lesion,
+                                              QKeySequence.StandardKey.Delete, "Erase the lesion selected in the lesion table")
 
-        m = mb.addMenu("&View")
+        m = self.view_menu = mb.addMenu("&View")
         self.act_maximise = self._action(m, "&Maximise view under focus / restore", win.toggle_maximise_focused, "M")
         self._action(m, "Reset &zoom and pan", win.reset_views, "Home")
-        wl = m.addMenu("Window/level preset")
-        for name in PRESETS:
-            self._action(wl, name, lambda _=False, n=name: win.apply_preset(n))
+        self.preset_menu: QMenu = m.addMenu("Window/level preset")
+        m.addSeparator()
+        self.act_anonymise = self._action(m, "&Anonymise (hide patient details)", win.set_anonymise, "Ctrl+Shift+A",
+                                          "Hide name, ID, dates and accession in the views, title, panel and exports")
+        self.act_anonymise.setCheckable(True)
+        m.addSeparator()
+        m.addAction(win.tools_dock.toggleViewAction())
+        m.addAction(win.lesion_dock.toggleViewAction())
 
-        m = mb.addMenu("&Model")
+        m = self.model_menu = mb.addMenu("&Model")
         self.act_segment = self._action(m, "&Segment", win.start_segmentation, "Ctrl+R")
         self._action(m, "&Load model...", win.load_model_dialog)
         self._action(m, "Model &card...", win.show_model_card)
 
-        m = mb.addMenu("&Help")
+        m = self.help_menu = mb.addMenu("&Help")
+        self._action(m, "&User guide", win.show_user_guide, QKeySequence.StandardKey.HelpContents)
+        self._action(m, "&Keyboard shortcuts", win.show_shortcuts, "Ctrl+/")
+        m.addSeparator()
         self._action(m, "&About seg-app", win.show_about)
 
     def _action(self, menu: QMenu, text: str, slot: Callable, shortcut=None, tip: str = "") -> QAction:
@@ -302,6 +418,13 @@ class Menus:
         menu.addAction(act)
         return act
 
+    def set_presets(self, names: list[str], apply: Callable[[str], object]) -> None:
+        """List the window/level presets offered for the open scan under View > Window/level preset."""
+        self.preset_menu.clear()
+        for name in names:
+            act = self.preset_menu.addAction(name)
+            act.triggered.connect(lambda _=False, n=name: apply(n))
+
     def set_recent(self, paths: list[str], open_path: Callable[[str], object]) -> None:
         """List ``paths`` under File > Recent files; choosing one calls ``open_path(path)``."""
         self.recent_menu.clear()
@@ -309,6 +432,16 @@ class Menus:
             act = self.recent_menu.addAction(p)
             act.triggered.connect(lambda _=False, path=p: open_path(path))
         self.recent_menu.setEnabled(bool(paths))
+
+    def shortcut_rows(self) -> list[tuple[str, str, str]]:
+        """(menu, action, keys) of every menu action with a shortcut (the Help > Keyboard shortcuts sheet)."""
+        rows = []
+        for menu in (self.file_menu, self.edit_menu, self.view_menu, self.model_menu, self.help_menu):
+            for act in menu.actions():
+                keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in act.shortcuts())
+                if keys and not act.isSeparator():
+                    rows.append((menu.title().replace("&", ""), act.text().replace("&", ""), keys))
+        return rows
 
 
 __all__ = ["Menus", "ToolsPanel", "ViewGrid", "add_docks"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QGuiApplication, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from seg_app.gui import render
@@ -29,6 +29,7 @@ from seg_app.gui.viewer_state import (
     display_to_screen,
     plane_shape,
     screen_to_display,
+    slice_caption,
     view_plane,
 )
 
@@ -43,10 +44,16 @@ class ViewData:
     lut_rgb: np.ndarray | None = None
     lut_visible: np.ndarray | None = None
     labels_version: int = 0  # bump after every edit so cached frames are redrawn
+    #: patient overlay: (top-left lines, top-right lines), ``PatientInfo.overlay_corners``
+    patient_corners: tuple[list[str], list[str]] = ([], [])
+    #: RECIST calipers of the selected lesion (``seg_app.gui.calipers.Calipers``), drawn in the axial view
+    calipers: object = None
 
 
 CROSSHAIR_COLOR = QColor(80, 200, 255, 170)
 TEXT_COLOR = QColor(255, 230, 120)
+CALIPER_LONG_COLOR = QColor(255, 60, 255)  # magenta: unlike the cyan crosshair and the label colours
+CALIPER_SHORT_COLOR = QColor(255, 150, 0)
 
 
 def _qimage(array: np.ndarray | None, fmt: QImage.Format) -> QImage | None:
@@ -63,7 +70,7 @@ class SliceView(QWidget):
     Signals:
         hovered(object): display ijk under the mouse, or None when outside the image.
         stroke(str, object): brush phases "begin" / "move" / "end" with display ijk (tools paint/erase).
-        maximize_requested(): double-click.
+        maximize_requested(): double-click (the crosshair stays where it was before the double-click).
     """
 
     hovered = Signal(object)
@@ -82,6 +89,7 @@ class SliceView(QWidget):
         self.brush_radius_mm = 5.0
         self.oblique_note = ""
         self._drag: str | None = None
+        self._presses: list[tuple[int, tuple]] = []  # (timestamp ms, crosshair before the press): last few clicks
         self._last_pos = QPointF()
         self._mouse_pos: QPointF | None = None
         self._base_key: tuple | None = None
@@ -213,6 +221,7 @@ class SliceView(QWidget):
             if img is not None:  # Qt scales (nearest) and blends the premultiplied overlays
                 p.drawImage(rect, img, QRectF(0, 0, img.width(), img.height()))
         self._paint_crosshair(p, rect)
+        self._paint_calipers(p)
         self._paint_labels(p)
         if self.tool in ("paint", "erase") and self._mouse_pos is not None:
             r = self.brush_radius_mm * self.pixels_per_mm()
@@ -237,8 +246,54 @@ class SliceView(QWidget):
         p.drawLine(QPointF(c.x(), top), QPointF(c.x(), c.y() - gap))
         p.drawLine(QPointF(c.x(), c.y() + gap), QPointF(c.x(), bottom))
 
-    def _paint_labels(self, p: QPainter) -> None:
+    def caliper_segments(self) -> list[tuple[QPointF, QPointF, float]]:
+        """Widget-space (start, end, mm) of the calipers drawn now (axial view, on the measured slice)."""
+        cal = self.data.calipers
+        if cal is None or self.name != "axial" or self.state.geometry is None or self.state.cursor[2] != cal.display_slice:
+            return []
+        out = [(self.display_to_widget(cal.long_ends[0]), self.display_to_widget(cal.long_ends[1]), cal.long_mm)]
+        if cal.short_ends is not None:
+            out.append((self.display_to_widget(cal.short_ends[0]), self.display_to_widget(cal.short_ends[1]), cal.short_mm))
+        return out
+
+    def _paint_calipers(self, p: QPainter) -> None:
+        segments = self.caliper_segments()
+        if not segments:
+            return
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        font = QFont(self.font())
+        font.setBold(True)
+        p.setFont(font)
+        for (a, b, mm), color in zip(segments, (CALIPER_LONG_COLOR, CALIPER_SHORT_COLOR)):
+            p.setPen(QPen(color, 1.6))
+            p.drawLine(a, b)
+            d = b - a
+            n = (d.x() ** 2 + d.y() ** 2) ** 0.5 or 1.0
+            tick = QPointF(-d.y() / n * 4, d.x() / n * 4)  # end ticks perpendicular to the line
+            for end in (a, b):
+                p.drawLine(end - tick, end + tick)
+            label = f"{mm:.1f} mm"
+            at = b + QPointF(6, -4) if b.x() >= a.x() else a + QPointF(6, -4)
+            p.setPen(QColor(0, 0, 0, 200))
+            p.drawText(at + QPointF(1, 1), label)
+            p.setPen(color)
+            p.drawText(at, label)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+
+    def overlay_text(self) -> dict[str, list[str]]:
+        """Corner texts of the view: ``top_left`` / ``top_right`` (patient, study), ``bottom_left``
+        (slice, window/level, zoom), ``bottom_right`` (oblique note)."""
         g = self.state.geometry
+        left, right = self.data.patient_corners
+        bottom = [slice_caption(self.name, self.state.cursor, g.shape) if g is not None else self.name.capitalize()]
+        if self.name == "axial":
+            bottom.append(f"W {self.state.window:.0f}  L {self.state.level:.0f}")
+        if self.zoom != 1.0:
+            bottom[0] += f"  x{self.zoom:.2g}"
+        return {"top_left": list(left), "top_right": list(right), "bottom_left": bottom,
+                "bottom_right": [self.oblique_note] if self.oblique_note else []}
+
+    def _paint_labels(self, p: QPainter) -> None:
         font = QFont(self.font())
         font.setPointSizeF(max(9.0, font.pointSizeF()))
         font.setBold(True)
@@ -252,20 +307,24 @@ class SliceView(QWidget):
         p.drawText(QRectF(0, m, w, 20), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, top)
         p.drawText(QRectF(0, h - 20 - m, w, 20), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom, bottom)
         font.setBold(False)
+        if self.width() < 320:  # small views: smaller corner text, so it stays clear of the image
+            font.setPointSizeF(max(7.0, font.pointSizeF() - 1.5))
         p.setFont(font)
-        p.setPen(QColor(220, 220, 220))
-        n = g.shape[self.normal]
-        idx = self.state.cursor[self.normal]
-        text = f"{self.name.capitalize()}  {idx + 1}/{n}"
-        if self.zoom != 1.0:
-            text += f"  x{self.zoom:.2g}"
-        p.drawText(QRectF(m, m, w / 2, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, text)
-        if self.name == "axial":
-            wl = f"W {self.state.window:.0f}  L {self.state.level:.0f}"
-            p.drawText(QRectF(m, h - 20 - m, w / 2, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom, wl)
-        if self.oblique_note:
-            p.setPen(QColor(255, 170, 60))
-            p.drawText(QRectF(w / 2, m, w / 2 - m, 20), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, self.oblique_note)
+        line = p.fontMetrics().height()
+        text = self.overlay_text()
+        half = w / 2 - 2 * m
+        flags = {"top_left": Qt.AlignmentFlag.AlignLeft, "top_right": Qt.AlignmentFlag.AlignRight,
+                 "bottom_left": Qt.AlignmentFlag.AlignLeft, "bottom_right": Qt.AlignmentFlag.AlignRight}
+        for corner, lines in text.items():
+            x = m if corner.endswith("left") else w / 2 + m
+            for n, s in enumerate(lines):
+                y = m + n * line if corner.startswith("top") else h - m - (len(lines) - n) * line
+                color = QColor(255, 170, 60) if corner == "bottom_right" else QColor(225, 225, 225)
+                elided = p.fontMetrics().elidedText(s, Qt.TextElideMode.ElideRight, int(half))
+                p.setPen(QColor(0, 0, 0, 190))  # shadow: readable on bright tissue
+                p.drawText(QRectF(x + 1, y + 1, half, line), flags[corner] | Qt.AlignmentFlag.AlignTop, elided)
+                p.setPen(color)
+                p.drawText(QRectF(x, y, half, line), flags[corner] | Qt.AlignmentFlag.AlignTop, elided)
 
     # ---- interaction -----------------------------------------------------------------
     def _set_cursor_from(self, pos: QPointF) -> None:
@@ -275,6 +334,7 @@ class SliceView(QWidget):
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
         self.setFocus()
+        self._presses = [*self._presses[-2:], (int(event.timestamp()), tuple(self.state.cursor))]
         pos = event.position()
         self._last_pos = pos
         btn = event.button()
@@ -321,7 +381,14 @@ class SliceView(QWidget):
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
         if event.button() == Qt.MouseButton.LeftButton and self.tool == "navigate":
+            self._drag = None
+            # the first click of the double-click moved the crosshair: put it back where it was before
+            interval = QGuiApplication.styleHints().mouseDoubleClickInterval()
+            before = [c for t, c in self._presses if 0 <= int(event.timestamp()) - t <= interval]
+            if before:
+                self.state.set_cursor(before[0])
             self.maximize_requested.emit()
+        event.accept()
 
     def leaveEvent(self, event) -> None:  # noqa: N802
         self._mouse_pos = None
