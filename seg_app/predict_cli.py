@@ -1,12 +1,18 @@
 """``seg-app predict``: segment scans headless and write masks + measurements.
 
     seg-app predict INPUT... [--model CKPT] [--out DIR] [--device auto|cpu|cuda] [--tta]
-                    [--series UID] [--format nifti,json,csv,seg] [--verbose]
+                    [--series UID] [--format nifti,json,csv,seg,sr] [--send] [--verbose]
 
 For each input (NIfTI file, DICOM file or DICOM folder) it writes, into ``--out``:
 ``<name>_labels.nii.gz``, ``<name>_measurements.json`` and ``<name>_measurements.csv`` (and\n``<name>_seg.dcm``, a DICOM SEG, with ``--format ...,seg`` for DICOM sources). All files of
 one scan are first written under temporary names and only renamed once every one of them succeeded, so
-a failing scan leaves nothing behind. Exit status: 0 when every scan succeeded, 1 when any failed,
+a failing scan leaves nothing behind.
+
+An INPUT may also be a PACS address, ``pacs://NODE/studies/<StudyUID>[/series/<SeriesUID>]`` (nodes in
+the PACS settings, docs/PACS.md): the series are retrieved into the local cache first (a cached series
+is not fetched again). ``--format ...,sr`` adds ``<name>_sr.dcm``, a DICOM SR (TID 1500) of the lesion
+measurements that references the SEG (so it implies ``seg``). ``--send`` stores the SEG and the SR back
+on the node the scan came from (every store status is checked). Exit status: 0 when every scan succeeded, 1 when any failed,
 2 for a bad command line or an unusable model.
 
 Output formats are a registry (:data:`FORMATS`): adding one is one writer function and one entry.
@@ -37,6 +43,7 @@ class ScanOutputs:
     lesions: list
     totals: list
     extra: dict[str, Any] = field(default_factory=dict)
+    written: dict[str, Path] = field(default_factory=dict)  # format -> (temporary) path, for later writers
 
 
 #: A writer puts one file for ``outputs`` at ``path`` (a temporary name with the final suffix).
@@ -66,6 +73,18 @@ def _write_dicom_seg(o: ScanOutputs, path: Path) -> None:
     from seg_app.core.dicom_seg import export_dicom_seg
 
     export_dicom_seg(o.result.labels, o.volume, path, spec=o.result.spec)
+    o.written["seg"] = path
+
+
+def _write_dicom_sr(o: ScanOutputs, path: Path) -> None:
+    """DICOM SR (TID 1500) of the measurements, referencing the SEG written just before it."""
+    from seg_app.core.dicom_sr import export_dicom_sr
+    from seg_app.core.errors import ExportError
+
+    if "seg" not in o.written:
+        raise ExportError("The DICOM SR references the DICOM SEG: add 'seg' to --format.")
+    export_dicom_sr(o.lesions, o.volume, o.written["seg"], path, spec=o.result.spec)
+    o.written["sr"] = path
 
 
 #: format name -> (file name suffix after ``<name>``, writer).
@@ -74,6 +93,7 @@ FORMATS: dict[str, tuple[str, Writer]] = {
     "json": ("_measurements.json", _write_json),
     "csv": ("_measurements.csv", _write_csv),
     "seg": ("_seg.dcm", _write_dicom_seg),
+    "sr": ("_sr.dcm", _write_dicom_sr),
 }
 DEFAULT_FORMATS = "nifti,json,csv"
 
@@ -85,7 +105,13 @@ def _formats(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"unknown format {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}"
         )
-    return list(dict.fromkeys(names))
+    names = list(dict.fromkeys(names))
+    if "sr" in names and "seg" not in names:  # the SR references the SEG's segments
+        names.insert(names.index("sr"), "seg")
+    if "sr" in names and names.index("seg") > names.index("sr"):
+        names.remove("seg")
+        names.insert(names.index("sr"), "seg")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="seg-app predict",
         description=f"Segment scans headless and write label masks and lesion measurements. {DISCLAIMER}",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI file, DICOM file or DICOM folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="NIfTI file, DICOM file, DICOM folder, or pacs://NODE/studies/<UID>[/series/<UID>]")
     p.add_argument("--model", help="model checkpoint (.pt); default: the bundled model")
     p.add_argument("--out", default=".", help="output folder (created if missing; default: current folder)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the network runs")
@@ -103,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", type=_formats, default=_formats(DEFAULT_FORMATS),
         help=f"comma-separated outputs from {', '.join(FORMATS)} (default: {DEFAULT_FORMATS})",
     )
+    p.add_argument("--send", action="store_true",
+                   help="store the DICOM SEG and SR back on the PACS node of each pacs:// input (implies --format ...,seg,sr)")
+    p.add_argument("--protocol", choices=["dimse", "dicomweb"], help="PACS protocol (default: the node's setting)")
+    p.add_argument("--pacs-settings", help="PACS settings file (default: $SEG_APP_PACS_SETTINGS or ~/.config/seg_app/pacs.json)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"], help=argparse.SUPPRESS)
     p.add_argument("--verbose", action="store_true", help="print tracebacks and details")
     return p
@@ -133,9 +164,11 @@ def _discard(staged: list[tuple[Path, Path]]) -> None:
 
 def predict_one(
     source: str, segmenter: Any, out_dir: Path, formats: Sequence[str], series: str | None, used_names: set[str],
-    model_path: str, verbose: bool,
+    model_path: str, verbose: bool, written: list[Path] | None = None,
 ) -> str:
-    """Segment one input and write its outputs (all or nothing); returns the summary line."""
+    """Segment one input and write its outputs (all or nothing); returns the summary line.
+
+    ``written`` (when given) receives the final paths of the files written, in format order."""
     from tqdm import tqdm
 
     from seg_app.core.export import measurements_metadata, safe_file_name
@@ -177,6 +210,8 @@ def predict_one(
             staged.append((tmp, final))
             writer(outputs, tmp)
         _commit(staged)
+        if written is not None:
+            written.extend(final for _tmp, final in staged)
     except BaseException:
         _discard(staged)
         raise
@@ -204,10 +239,68 @@ def _ext(suffix: str) -> str:
     return ""
 
 
+def _retrieve_pacs(source: str, settings: Any, protocol: str | None) -> tuple[Path, Any]:
+    """Retrieve a ``pacs://`` input into the cache; returns (local series or study folder, PacsLocation)."""
+    from tqdm import tqdm
+
+    from seg_app.core import pacs
+
+    loc = pacs.parse_pacs_url(source)
+    node = settings.node(loc.node)
+    bar = tqdm(total=0, desc=f"retrieve {loc.node}", unit="img", leave=False, disable=None, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        folders = pacs.retrieve(settings, node, loc.study_uid, loc.series_uid, protocol=protocol, progress=progress)
+    finally:
+        bar.close()
+    local = folders[0] if loc.series_uid else pacs.study_folder(settings, node, loc.study_uid)
+    return local, loc
+
+
+def _send_back(loc: Any, settings: Any, protocol: str | None, written: Sequence[Path]) -> str:
+    """Store the SEG and SR just written on the node the scan came from; returns the summary line."""
+    from seg_app.core import pacs
+    from seg_app.core.errors import SegAppError
+
+    files = [p for p in written if p.name.endswith(("_seg.dcm", "_sr.dcm"))]
+    node = settings.node(loc.node)
+    try:
+        sent = pacs.send(node, files, protocol=protocol, local_ae_title=settings.local_ae_title)
+    except SegAppError as exc:  # same error type, its message says the files exist locally
+        exc.args = (f"the results were written ({', '.join(p.name for p in files)}) but not sent: {exc}",)
+        raise
+    return f"  sent {', '.join(p.name for p in files)} to '{node.name}' ({len(sent)} instance(s) stored)"
+
+
 def predict_command(argv: Sequence[str]) -> int:
     """Run ``seg-app predict``; returns the exit status (0 ok, 1 some scans failed, 2 unusable setup)."""
     args = build_parser().parse_args(list(argv))
     from seg_app.core.errors import MultipleSeriesError, SegAppError
+
+    pacs_inputs = [s for s in args.inputs if s.startswith("pacs://")]
+    settings = None
+    if args.send:
+        if len(pacs_inputs) != len(args.inputs):
+            print("error: --send stores the results back on the PACS a scan came from: every input must be a "
+                  "pacs:// address", file=sys.stderr)
+            return 2
+        args.format = _formats(",".join([*args.format, "seg", "sr"]))
+    if pacs_inputs:
+        from seg_app.core import pacs
+
+        try:
+            settings = pacs.load_settings(args.pacs_settings)
+            for url in pacs_inputs:
+                settings.node(pacs.parse_pacs_url(url).node)
+        except SegAppError as exc:
+            _error("PACS", exc, args.verbose)
+            return 2
 
     out_dir = Path(args.out)
     try:
@@ -229,7 +322,12 @@ def predict_command(argv: Sequence[str]) -> int:
     t0 = time.perf_counter()
     for source in args.inputs:
         try:
-            print(predict_one(source, segmenter, out_dir, args.format, args.series, used, model_path, args.verbose), flush=True)
+            local, loc = (source, None) if not source.startswith("pacs://") else _retrieve_pacs(source, settings, args.protocol)
+            written: list[Path] = []
+            print(predict_one(str(local), segmenter, out_dir, args.format, args.series, used, model_path, args.verbose,
+                              written=written), flush=True)
+            if args.send and loc is not None:
+                print(_send_back(loc, settings, args.protocol, written), flush=True)
         except MultipleSeriesError as exc:
             failed += 1
             _error(source, exc, args.verbose)
