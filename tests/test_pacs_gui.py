@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+from gui_fixtures import gui_data, make_window  # noqa: F401 - fixtures
 from orthanc_fixture import free_port, orthanc, pacs_settings  # noqa: F401 - fixtures
 from seg_app.core import pacs
 
@@ -116,3 +117,26 @@ def qtbot_button():
     from PySide6.QtCore import Qt
 
     return Qt.MouseButton.LeftButton
+
+
+def test_file_menu_opens_the_dialog_and_a_retrieved_series_opens_in_the_window(qtbot, orthanc, pacs_settings, make_window):
+    from seg_app.gui.workers import running_jobs
+
+    win = make_window()
+    act = win.menus.act_open_pacs
+    names = [a.text() for a in win.menus.file_menu.actions()]
+    assert names.index(act.text()) == names.index("Open DICOM &folder...") + 1
+    act.trigger()
+    dlg = win.pacs_dialog
+    assert dlg.isVisible() and dlg.node_box.currentText() == "orthanc"
+    mr = orthanc.extra["studies"]["mr"]
+    dlg.patient_id.setText("P001")
+    dlg.search()
+    qtbot.waitUntil(lambda: _idle(dlg) and dlg.study_table.rowCount() == 1, timeout=60000)
+    dlg.study_table.selectRow(0)
+    qtbot.waitUntil(lambda: _idle(dlg) and dlg.series_table.rowCount() == 1, timeout=60000)
+    dlg.series_table.selectRow(0)
+    dlg.retrieve()
+    qtbot.waitUntil(lambda: win.volume is not None and win.load_job is None, timeout=120000)
+    assert win.volume.series_uid == mr.series_uid and win.volume.shape == (24, 24, 6)
+    qtbot.waitUntil(lambda: not running_jobs(), timeout=30000)

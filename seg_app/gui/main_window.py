@@ -83,6 +83,9 @@ class MainWindow(QMainWindow):
         self.tools_dock, self.lesion_dock = add_docks(self, self.tools, self.lesion_table)
         self.menus = Menus(self)
         self.menus.set_recent(self.recent_files(), self.open_path)
+        from seg_app.gui.pacs_dialog import add_pacs_menu
+
+        add_pacs_menu(self)  # File > Open from PACS...
         self._connect_widgets()
         # the voxel read-out is a permanent widget on the right; showMessage's feedback keeps the left
         self.status_position = QLabel("")

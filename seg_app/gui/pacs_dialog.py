@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -32,7 +33,7 @@ from PySide6.QtWidgets import (
 from seg_app.core import pacs
 from seg_app.gui.workers import Job
 
-__all__ = ["PacsDialog", "STUDY_COLUMNS", "SERIES_COLUMNS"]
+__all__ = ["PacsDialog", "STUDY_COLUMNS", "SERIES_COLUMNS", "add_pacs_menu", "open_pacs_dialog"]
 
 STUDY_COLUMNS = ("Patient name", "Patient ID", "Birth date", "Study date", "Accession", "Modality", "Description", "Series")
 SERIES_COLUMNS = ("#", "Modality", "Series description", "Images")
@@ -319,3 +320,23 @@ class PacsDialog(QDialog):
             self.job.cancel()
             self.job.wait(30000)
         super().reject()
+
+
+def open_pacs_dialog(win) -> PacsDialog:
+    """Show the dialog (non-modal); a retrieved series or study opens through ``win.open_path``."""
+    dlg = PacsDialog(win)
+    dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dlg.retrieved.connect(lambda path, series_uid: win.open_path(path, series_uid or None))
+    win.pacs_dialog = dlg
+    dlg.open()
+    return dlg
+
+
+def add_pacs_menu(win) -> QAction:
+    """Insert File > Open from PACS... after the other open actions of ``win.menus.file_menu``."""
+    act = QAction("Open from &PACS...", win)
+    act.setStatusTip("Search a PACS node (see docs/PACS.md) and open a study or series from it")
+    act.triggered.connect(lambda: open_pacs_dialog(win))
+    win.menus.file_menu.insertAction(win.menus.recent_menu.menuAction(), act)
+    win.menus.act_open_pacs = act
+    return act
