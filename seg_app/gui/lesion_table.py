@@ -13,12 +13,12 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableView
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("Label", "label_name", -1),
     ("#", "lesion_id", 0),
-    ("Volume (mL)", "volume_ml", 2),
-    ("RECIST long axis\n(axial, mm)", "long_axis_mm", 1),
-    ("Short axis\n(axial, mm)", "short_axis_mm", 1),
+    ("Volume\n(mL)", "volume_ml", 2),
+    ("RECIST long\naxis, axial\n(mm)", "long_axis_mm", 1),
+    ("Short axis,\naxial\n(mm)", "short_axis_mm", 1),
     ("Slice\n(axial)", "slice", 0),
-    ("Max 3D\ndiameter (mm)", "max_diameter_mm", 1),
-    ("Mean intensity", "mean", 1),
+    ("Max 3D\ndiameter\n(mm)", "max_diameter_mm", 1),
+    ("Mean\nintensity", "mean", 1),
     ("Confidence", "confidence", 2),
     ("Delete", "delete", -1),
 )
@@ -87,7 +87,7 @@ class LesionTableModel(QAbstractTableModel):
         keys = list(dict.fromkeys(k for les in self.lesions for k in (getattr(les, "region_volumes_ml", None) or {})))
         keys.sort(key=lambda k: (k not in REGION_COLUMNS, REGION_COLUMNS.index(k) if k in REGION_COLUMNS else 0))
         # sub-region names are long: two-line headers ("necrotic\ncore (mL)") keep the table narrow
-        heads = [f"{k} (mL)" if k in REGION_COLUMNS else f"{k} (mL)".replace(" ", "\n", 1) for k in keys]
+        heads = [f"{k} (mL)" if k in REGION_COLUMNS else f"{k}\n(mL)".replace(" ", "\n") for k in keys]
         self.columns = [*COLUMNS[:3], *((h, f"region:{k}", 2) for h, k in zip(heads, keys)), *COLUMNS[3:]]
         self.endResetModel()
 
@@ -103,7 +103,7 @@ class LesionTableModel(QAbstractTableModel):
         name, attr, _ = self.columns[section]
         if role == Qt.ItemDataRole.DisplayRole:
             if attr == "mean":
-                name = f"Mean intensity\n({self.intensity_unit or 'a.u.'})"
+                name = f"Mean\nintensity\n({self.intensity_unit or 'a.u.'})"
             return name
         if role == Qt.ItemDataRole.ToolTipRole and attr in TOOLTIPS:
             return TOOLTIPS[attr]
@@ -133,7 +133,7 @@ class LesionTableModel(QAbstractTableModel):
             if attr == "label_name":
                 return f"Total {obj.get('label_name', '')}"
             if attr == "lesion_id":
-                return f"{obj.get('n_lesions', 0)} lesion(s)"
+                return f"n={obj.get('n_lesions', 0)}"
             if attr in ("long_axis_mm", "short_axis_mm", "slice", "delete"):
                 return None
             return obj.get(attr)
@@ -219,8 +219,12 @@ class LesionTable(QWidget):
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.verticalHeader().setVisible(False)
         self.view.verticalHeader().setDefaultSectionSize(22)
-        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header = self.view.horizontalHeader()
+        font = QFont(header.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() - 1.0))
+        header.setFont(font)  # short multi-line headers, every column as wide as its header or values
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
         self.view.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter | Qt.AlignmentFlag.AlignVCenter)
         self.view.clicked.connect(self._clicked)
         self.status = QLabel("No segmentation yet.")

@@ -273,7 +273,10 @@ class SliceView(QWidget):
             for end in (a, b):
                 p.drawLine(end - tick, end + tick)
             label = f"{mm:.1f} mm"
-            at = b + QPointF(6, -4) if b.x() >= a.x() else a + QPointF(6, -4)
+            # just beyond the right-hand end, along the line: the end points stay visible
+            end, other = (b, a) if b.x() >= a.x() else (a, b)
+            out = QPointF((end - other).x() / n, (end - other).y() / n)
+            at = end + out * 8 + QPointF(0, 4)
             p.setPen(QColor(0, 0, 0, 200))
             p.drawText(at + QPointF(1, 1), label)
             p.setPen(color)
