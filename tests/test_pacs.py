@@ -286,3 +286,14 @@ def test_cache_root_follows_the_app_cache(monkeypatch, tmp_path):
     assert pacs.PacsSettings().cache_root() == tmp_path / "c" / "pacs"
     monkeypatch.setenv("SEG_APP_PACS_SETTINGS", str(tmp_path / "p.json"))
     assert pacs.settings_path() == tmp_path / "p.json"
+
+
+def test_seg_app_pacs_command_lists_nodes(tmp_path, monkeypatch, capsys):
+    from seg_app.cli import main
+
+    path = write_settings(tmp_path / "s.json", {"web": {"dicomweb_url": "https://u:p@h/dw"},
+                                                "dicom": {"ae_title": "PACS", "host": "h", "port": 104}}, tmp_path)
+    monkeypatch.setenv("SEG_APP_PACS_SETTINGS", str(path))
+    assert main(["pacs", "nodes"]) == 0
+    out = capsys.readouterr().out
+    assert "dicom: dimse PACS@h:104 (default dimse)" in out and "web: dicomweb https://h/dw" in out and "u:p" not in out
