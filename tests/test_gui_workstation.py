@@ -347,11 +347,11 @@ def test_lesion_table_names_columns_as_radiologists_do(make_window, gui_data, tm
     _paint_two_lesions(win)
     model = win.lesion_table.model
     heads = [model.headerData(c, Qt.Orientation.Horizontal).replace("\n", " ") for c in range(model.columnCount())]
-    for expected in ("Volume (mL)", "RECIST long axis, axial (mm)", "Short axis, axial (mm)", "Slice (axial)",
+    for expected in ("Volume (mL)", "RECIST long axis (axial, mm)", "Short axis (axial, mm)", "Slice (axial)",
                      "Max 3D diameter (mm)", "Mean intensity (a.u.)", "Confidence"):
         assert expected in heads
     tips = [model.headerData(c, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole) for c in range(model.columnCount())]
-    assert all(tips) and "perpendicular" in tips[heads.index("Short axis, axial (mm)")]
+    assert all(tips) and "perpendicular" in tips[heads.index("Short axis (axial, mm)")]
     les = win.lesions[0]
     table = win.lesion_table
     assert table.proxy_index_of(les, "slice").data() == str(win.recist_slice_number(les))

@@ -14,8 +14,8 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("Label", "label_name", -1),
     ("#", "lesion_id", 0),
     ("Volume\n(mL)", "volume_ml", 2),
-    ("RECIST long\naxis, axial\n(mm)", "long_axis_mm", 1),
-    ("Short axis,\naxial\n(mm)", "short_axis_mm", 1),
+    ("RECIST\nlong axis\n(axial, mm)", "long_axis_mm", 1),
+    ("Short\naxis\n(axial, mm)", "short_axis_mm", 1),
     ("Slice\n(axial)", "slice", 0),
     ("Max 3D\ndiameter\n(mm)", "max_diameter_mm", 1),
     ("Mean\nintensity", "mean", 1),
@@ -221,10 +221,11 @@ class LesionTable(QWidget):
         self.view.verticalHeader().setDefaultSectionSize(22)
         header = self.view.horizontalHeader()
         font = QFont(header.font())
-        font.setPointSizeF(max(7.0, font.pointSizeF() - 1.0))
-        header.setFont(font)  # short multi-line headers, every column as wide as its header or values
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        font.setPointSizeF(max(7.0, font.pointSizeF() - 1.5))
+        header.setFont(font)  # short multi-line headers: every column fits without scrolling sideways
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         self.view.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter | Qt.AlignmentFlag.AlignVCenter)
         self.view.clicked.connect(self._clicked)
         self.status = QLabel("No segmentation yet.")
