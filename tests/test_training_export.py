@@ -39,3 +39,18 @@ def test_onnx_and_bundle(tmp_path: Path) -> None:
     from monai.networks.nets import UNet
 
     UNet(**spec.network.kwargs).load_state_dict(sd)
+
+
+def test_seg_app_info_prints_a_checkpoints_card_and_spec(tmp_path: Path, capsys) -> None:
+    from checkpoints import make_tiny_checkpoint
+
+    from seg_app.cli import main as seg_app_main
+
+    ckpt = make_tiny_checkpoint(tmp_path / "m.pt", labels=3, name="info-model")
+    assert seg_app_main(["info", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "info-model v0.1.0" in out and "Labels: 0=background, 1=tumour, 2=oedema" in out
+    spec = json.loads(out[out.index("Spec:\n") + len("Spec:\n"):])
+    assert spec["name"] == "info-model" and spec["inference"]["roi_size"] == [16, 16, 16]
+    assert seg_app_main(["info", str(tmp_path / "missing.pt")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -70,11 +70,11 @@ def _train(a: argparse.Namespace) -> int:
         raise SegAppError("train needs --data and --out (or both in the config file).")
     values["command"] = "seg-train " + " ".join(shlex.quote(x) for x in a.argv)
     cfg = TrainConfig.from_mapping(values, origins)
-    try:
-        result = train(cfg, resume=a.resume, all_folds=a.fold == "all", given=set(values))
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    result = train(cfg, resume=a.resume, all_folds=a.fold == "all", given=set(values))
+    # on success only: a failing rank keeps its connections until it has printed its error and exits
+    # (closing them first would make the other ranks fail, and torchrun stop this one, before it says why)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     if result is not None and not a.quiet:  # rank 0 only under torchrun
         summary = {k: v for k, v in result.items() if k != "history"}
         print(json.dumps(summary, indent=1))

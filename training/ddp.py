@@ -108,7 +108,8 @@ def is_peer_failure(exc: BaseException) -> bool:
 
 @contextlib.contextmanager
 def stop_on_sigterm(enabled: bool = True) -> Iterator[None]:
-    """Turn SIGTERM into :class:`StoppedByLauncher` while the block runs (main thread only)."""
+    """Turn SIGTERM into :class:`StoppedByLauncher` while the block runs (main thread only); once an
+    exception leaves the block, SIGTERM is ignored (the process is about to print why and exit)."""
     if not enabled or not hasattr(signal, "SIGTERM"):
         yield
         return
@@ -123,5 +124,8 @@ def stop_on_sigterm(enabled: bool = True) -> Iterator[None]:
         return
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except BaseException:
+        # failing: ignore torchrun's SIGTERM from now on, so this rank's own error line is printed
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
+    signal.signal(signal.SIGTERM, previous)

@@ -348,7 +348,8 @@ def _train_fold(cfg: TrainConfig, info: DatasetInfo, fp: dict[str, Any], split: 
     fold = _setup_fold(cfg, info, fp, split, run_dir, resume, env)
     progress = resume_progress(fold) if resume else Progress()
     tb = open_tensorboard(run_dir) if env.is_main else None
-    set_track_meta(False)  # after caching: random transforms and the network need no metadata (faster)
+    if cfg.cache_rate >= 1:  # after caching: random transforms and the network need no metadata (faster);
+        set_track_meta(False)  # uncached cases still need it (orientation and spacing read the affine)
     progress.start_clock()
     try:
         for epoch in range(progress.epoch, cfg.epochs):
