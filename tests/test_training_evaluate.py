@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from seg_app.core import metrics
 from seg_app.core.io import load_scan
 from training import evaluate as ev
 from training.synth import SynthOptions, write_dataset
@@ -51,9 +52,9 @@ def test_surface_voxels_follow_medpy() -> None:
     """Surface = mask minus its erosion by the 6-neighbour cross; the array border counts as outside."""
     cube = np.zeros((5, 5, 5), bool)
     cube[1:4, 1:4, 1:4] = True
-    assert ev._surface(cube).sum() == 26  # only the centre has all 6 face neighbours inside
+    assert metrics._surface(cube).sum() == 26  # only the centre has all 6 face neighbours inside
     full = np.ones((3, 3, 3), bool)
-    assert ev._surface(full).sum() == 26  # touching the array border: border voxels are surface
+    assert metrics._surface(full).sum() == 26  # touching the array border: border voxels are surface
 
 
 def test_hd95_of_single_voxels_uses_the_spacing() -> None:

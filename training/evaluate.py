@@ -32,85 +32,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from scipy import ndimage
 
 from seg_app.core.io import atomic_write, load_scan
+from seg_app.core.metrics import (  # noqa: F401 - re-exported for callers of training.evaluate
+    BRATS_HD95_PENALTY_MM,
+    HD95_KEYS,
+    binary_metrics,
+    hd95,
+    lesion_detection,
+    surface_distances,
+)
 from seg_app.core.spec import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
 from training.data import DatasetError, DatasetInfo, read_dataset
 
 
-def lesion_detection(pred: np.ndarray, truth: np.ndarray) -> dict[str, int]:
-    """TP/FN ground-truth lesions and FP predicted lesions of two binary masks (26-connectivity)."""
-    from seg_app.core.measure import lesion_components
-
-    gt_cc, n_gt = lesion_components(truth.astype(np.uint8))
-    pr_cc, n_pr = lesion_components(pred.astype(np.uint8))
-    tp = len(np.setdiff1d(np.unique(gt_cc[pred.astype(bool)]), [0])) if n_gt else 0
-    fp = n_pr - len(np.setdiff1d(np.unique(pr_cc[truth.astype(bool)]), [0])) if n_pr else 0
-    return {"gt_lesions": n_gt, "pred_lesions": n_pr, "tp": tp, "fn": n_gt - tp, "fp": fp}
-
-
-#: HD95 given to a case where exactly one of prediction and truth is empty (BraTS): the diagonal of the
-#: BraTS 240 x 240 x 155 grid of 1 mm voxels, sqrt(240^2 + 240^2 + 155^2) mm.
-BRATS_HD95_PENALTY_MM = 373.13
-
-#: Names of the HD95 variants in each per-case row (all in mm).
-HD95_KEYS = ("hd95_directed_max_mm", "hd95_pooled_mm", "hd95_directed_max_brats_mm", "hd95_pooled_brats_mm")
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """Voxels of ``mask`` with a face neighbour outside it or outside the array (medpy's convention)."""
-    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1), border_value=0)
-
-
-def surface_distances(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Distances (mm) from every surface voxel of ``a`` to the nearest surface voxel of ``b``, and from ``b`` to ``a``.
-
-    Both masks must be non-empty. They are cropped to the bounding box of their union plus one voxel
-    (clipped to the array), which changes no distance and no surface voxel.
-    """
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    both = a | b
-    box = []
-    for axis in range(a.ndim):
-        nz = np.flatnonzero(both.any(axis=tuple(x for x in range(a.ndim) if x != axis)))
-        box.append(slice(max(0, int(nz[0]) - 1), int(nz[-1]) + 2))
-    a, b = a[tuple(box)], b[tuple(box)]
-    sa, sb = _surface(a), _surface(b)
-    sampling = [float(x) for x in spacing]
-    a_to_b = ndimage.distance_transform_edt(~sb, sampling=sampling)[sa]
-    b_to_a = ndimage.distance_transform_edt(~sa, sampling=sampling)[sb]
-    return a_to_b, b_to_a
-
-
-def hd95(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
-    """The four HD95 variants of :data:`HD95_KEYS` (mm) for two binary masks."""
-    pe, te = not pred.any(), not truth.any()
-    if pe and te:
-        return dict.fromkeys(HD95_KEYS, 0.0)
-    if pe or te:
-        nan = float("nan")
-        return {"hd95_directed_max_mm": nan, "hd95_pooled_mm": nan,
-                "hd95_directed_max_brats_mm": BRATS_HD95_PENALTY_MM, "hd95_pooled_brats_mm": BRATS_HD95_PENALTY_MM}
-    p_to_t, t_to_p = surface_distances(pred, truth, spacing)
-    directed = max(float(np.percentile(p_to_t, 95)), float(np.percentile(t_to_p, 95)))
-    pooled = float(np.percentile(np.concatenate([p_to_t, t_to_p]), 95))
-    return {"hd95_directed_max_mm": directed, "hd95_pooled_mm": pooled,
-            "hd95_directed_max_brats_mm": directed, "hd95_pooled_brats_mm": pooled}
-
-
-def _binary_metrics(p: np.ndarray, t: np.ndarray, spacing: tuple[float, float, float], voxel_ml: float) -> dict[str, Any]:
-    from monai.metrics import compute_dice
-
-    pt = torch.from_numpy(np.stack([~p, p])[None].astype(np.float32))
-    tt = torch.from_numpy(np.stack([~t, t])[None].astype(np.float32))
-    dice = float(compute_dice(pt, tt, include_background=False, ignore_empty=False)[0, 0])
-    h = hd95(p, t, spacing)
-    return {
-        "dice": dice, "hd95_mm": h["hd95_directed_max_mm"], **h,
-        "gt_ml": float(t.sum() * voxel_ml), "pred_ml": float(p.sum() * voxel_ml), **lesion_detection(p, t),
-    }
+# The metric definitions live in the app's core (one copy; ``seg-app compare`` uses them too).
+_binary_metrics = binary_metrics
 
 
 def case_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float], labels: dict[int, str], voxel_ml: float,
