@@ -19,7 +19,6 @@ import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtWidgets import QMessageBox
 
-from seg_app.gui.workers import wait_for
 from gui_fixtures import (  # noqa: F401 - fixtures
     gui_data,
     make_scan_array,
