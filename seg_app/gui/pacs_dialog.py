@@ -212,6 +212,9 @@ class PacsDialog(QDialog):
             job.deleteLater()
         self.progress.setVisible(False)
         self._update_buttons()
+        study = self.selected_study()
+        if study is not None and study.study_uid != self._series_for and self.result() != QDialog.DialogCode.Accepted:
+            self._study_selected()  # a study picked while another job ran: list its series now
 
     def _on_progress(self, done: int, total: int) -> None:
         if total > 0:
@@ -247,6 +250,8 @@ class PacsDialog(QDialog):
         self.series = []
         self.series_table.setRowCount(0)
         t = self.study_table
+        t.clearSelection()
+        self._series_for = ""
         t.setRowCount(len(self.studies))
         for r, s in enumerate(self.studies):
             values = (s.patient_name.replace("^", " ").strip(), s.patient_id, _date(s.birth_date), _date(s.study_date),
