@@ -38,6 +38,8 @@ class Stroke:
     """One mouse press-drag-release: the unit of undo."""
 
     dabs: list[_Dab] = field(default_factory=list)
+    #: what the session attaches to the step (e.g. the label names before/after opening a segmentation)
+    note: object = None
 
     @property
     def n_changed(self) -> int:
@@ -152,7 +154,42 @@ class LabelEditor:
             self._current.dabs.append(_Dab(box, changed, old, int(value)))
         return self.end_stroke()
 
+    def replace(self, new_labels: np.ndarray, note: object = None) -> Stroke:
+        """Set the whole label map to ``new_labels`` (display axes, same shape) as one undo step.
+
+        The step is recorded even when no voxel changes (its ``note`` may still matter); it stores, per
+        new value, the bounding box of the voxels that changed to it, their mask and old values.
+        """
+        new = np.asarray(new_labels)
+        if new.shape != self.labels.shape:
+            raise ValueError(f"label shape {new.shape} does not match {self.labels.shape}")
+        self._current = None
+        stroke = Stroke(note=note)
+        changed_all = self.labels != new
+        for value in np.unique(new[changed_all]):
+            changed = changed_all & (new == value)
+            idx = np.nonzero(changed)
+            box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
+            region = self.labels[box]
+            mask = changed[box]
+            stroke.dabs.append(_Dab(box, mask, region[mask].copy(), int(value)))
+            region[mask] = value
+        self._undo.append(stroke)
+        del self._undo[: -self.max_undo]
+        self._redo.clear()
+        return stroke
+
     # ---- history ----------------------------------------------------------------------
+    @property
+    def next_undo(self) -> Stroke | None:
+        """The step :meth:`undo` would revert, or None."""
+        return self._undo[-1] if self._undo else None
+
+    @property
+    def next_redo(self) -> Stroke | None:
+        """The step :meth:`redo` would apply again, or None."""
+        return self._redo[-1] if self._redo else None
+
     @property
     def can_undo(self) -> bool:
         return bool(self._undo)

@@ -3,6 +3,7 @@
 The main window shows a :class:`Session` and the job/export controllers change it; everything here is
 plain Python and NumPy (testable without a display). Listeners registered with :meth:`Session.connect`
 are called with the name of what changed: ``"volume"``, ``"labels"``, ``"measurements"``, ``"model"``,
+``"names"`` (the label names and colours: a segmentation was opened, or that was undone),
 ``"patient"`` (the anonymise switch) or ``"dirty"``.
 
 Patient identifiers (:class:`~seg_app.core.patient.PatientInfo`) are shown and exported, never logged.
@@ -26,6 +27,9 @@ from seg_app.gui.viewer_state import VIEW_NAMES, DisplayGeometry, slice_caption
 
 #: Label used when no model is loaded (painting by hand still works).
 DEFAULT_LABEL = (1, "lesion", (230, 60, 60))
+#: Colours of opened-segmentation labels that neither a BraTS role nor the model colours.
+EXTRA_COLORS = ((230, 60, 60), (60, 200, 80), (250, 210, 40), (70, 130, 240), (230, 90, 220), (60, 210, 220),
+                (250, 140, 40), (160, 100, 240))
 
 
 class Session:
@@ -43,6 +47,9 @@ class Session:
         dirty: True while the label map has changes that were not exported.
         patient: the open scan's patient and study identifiers (empty without a scan).
         anonymise: hide every identifier (views, title, Scan panel, exports) for screenshots/teaching.
+        opened_names: label value -> name of a segmentation opened from a file (File > Open
+            segmentation); None while the labels are the model's (or painted). See :meth:`label_specs`.
+        opened_source: the file of that segmentation ("" when none).
     """
 
     def __init__(self) -> None:
@@ -59,6 +66,8 @@ class Session:
         self.dirty = False
         self.patient = PatientInfo()
         self.anonymise = False
+        self.opened_names: dict[int, str] | None = None
+        self.opened_source = ""
         self._listeners: list[Callable[[str], None]] = []
 
     # ---- events
@@ -164,11 +173,38 @@ class Session:
         """The loaded model's ``ModelSpec``, or None."""
         return self.checkpoint.spec if self.checkpoint is not None else None
 
-    def label_specs(self) -> list[tuple[int, str, tuple[int, int, int]]]:
+    def model_label_specs(self) -> list[tuple[int, str, tuple[int, int, int]]]:
         """``(value, name, rgb)`` of each foreground label of the model (one default label without a model)."""
         if self.checkpoint is not None:
             return [(lab.value, lab.name, tuple(lab.color)) for lab in self.checkpoint.spec.foreground_labels]
         return [DEFAULT_LABEL]
+
+    def label_specs(self) -> list[tuple[int, str, tuple[int, int, int]]]:
+        """``(value, name, rgb)`` of each foreground label: the model's, or an opened segmentation's.
+
+        With an opened segmentation its names win; a bare ``"label <v>"`` (a NIfTI file has no names)
+        keeps the model's name for that value, so a mask exported by this app reopens as it was. Colours:
+        the BraTS colour of a BraTS role read from the name, else the model's for that value, else a
+        palette. The model's other labels stay listed (they can still be painted).
+        """
+        model = self.model_label_specs()
+        if self.opened_names is None:
+            return model
+        by_value = {v: (n, c) for v, n, c in model} if self.checkpoint is not None else {}
+        from seg_app.core.regions import BRATS_COLORS, brats_role
+
+        out = []
+        for v, name in sorted(self.opened_names.items()):
+            if int(v) <= 0:
+                continue
+            model_name, model_color = by_value.get(int(v), (None, None))
+            if model_name is not None and name == f"label {int(v)}":
+                name = model_name
+            role = brats_role(name)
+            color = BRATS_COLORS[role] if role else model_color or EXTRA_COLORS[(int(v) - 1) % len(EXTRA_COLORS)]
+            out.append((int(v), str(name), tuple(color)))
+        out += [spec for spec in model if spec[0] not in self.opened_names and (spec[0] in by_value or not out)]
+        return sorted(out)
 
     def label_names(self) -> dict[int, str]:
         return {v: n for v, n, _c in self.label_specs()}
@@ -208,7 +244,41 @@ class Session:
         self.labels = self.probabilities = self.agreement = None
         self.editor = None
         self.lesions, self.totals = [], []
+        self._set_opened(None, "")
         self._emit("labels")
+
+    def _set_opened(self, names: dict[int, str] | None, source: str) -> None:
+        changed = names != self.opened_names
+        self.opened_names, self.opened_source = (dict(names) if names is not None else None), source
+        if changed:
+            self._emit("names")
+
+    def open_segmentation(self, loaded: Any) -> None:
+        """Put a ``LoadedSegmentation`` (labels on the scan's grid) in place of the mask, as one undo step.
+
+        Its label names replace the model's (see :meth:`label_specs`); undo brings back the previous mask
+        and names. The mask equals the file, so nothing is unsaved. Probabilities and the model's result
+        are kept (undo returns to them).
+
+        Raises:
+            ValueError: no scan is open, the labels do not have the scan's shape or have values above 255.
+        """
+        if self.volume is None or self.geometry is None:
+            raise ValueError("open a scan before opening a segmentation")
+        arr = np.asarray(loaded.labels)
+        if arr.shape != self.volume.shape:
+            raise ValueError(f"label shape {arr.shape} does not match the scan {self.volume.shape}")
+        if arr.size and int(arr.max()) > 255:
+            raise ValueError(f"label value {int(arr.max())} is above 255, the largest value the editor keeps")
+        self.ensure_labels()
+        assert self.editor is not None
+        before = (self.opened_names, self.opened_source)
+        after = ({int(v): str(n) for v, n in loaded.names.items()}, str(loaded.source))
+        self.editor.replace(self.geometry.view(arr.astype(np.uint8)), note=("opened", before, after))
+        self.lesions, self.totals = [], []
+        self._set_opened(*after)
+        self._emit("labels")
+        self.set_dirty(False)
 
     def set_labels(self, labels: Volume, probabilities: Volume | None = None, agreement: Volume | None = None) -> None:
         """Replace the label map (copied into a writable uint8 array on the scan's grid).
@@ -228,6 +298,7 @@ class Session:
         self.agreement = agreement
         self.editor = LabelEditor(self.geometry.view(arr[0]), self.geometry.spacing)
         self.lesions, self.totals = [], []
+        self._set_opened(None, "")
         self._emit("labels")
 
     def set_result(self, result: Any) -> None:
@@ -263,16 +334,26 @@ class Session:
         self.set_dirty(True)
 
     def undo(self) -> bool:
+        step = self.editor.next_undo if self.editor is not None else None
         if self.editor is not None and self.editor.undo():
+            self._restore_opened(step, 1)
             self.mark_edited()
             return True
         return False
 
     def redo(self) -> bool:
+        step = self.editor.next_redo if self.editor is not None else None
         if self.editor is not None and self.editor.redo():
+            self._restore_opened(step, 2)
             self.mark_edited()
             return True
         return False
+
+    def _restore_opened(self, step: Any, which: int) -> None:
+        """Undo (``which`` 1: names before) or redo (2: after) of an opened segmentation's names."""
+        note = getattr(step, "note", None)
+        if isinstance(note, tuple) and len(note) == 3 and note[0] == "opened":
+            self._set_opened(*note[which])
 
     def lesion_values(self, lesion: Any) -> tuple[int, ...]:
         """Label values a lesion is made of (whole-tumour lesions of a sub-region model: all of them)."""
