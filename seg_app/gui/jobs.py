@@ -7,6 +7,7 @@ and shows progress in the tools panel. Errors go to the window's non-blocking di
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,11 @@ from seg_app.gui.workers import Job
 if TYPE_CHECKING:
     from seg_app.gui.main_window import MainWindow
 
+log = logging.getLogger(__name__)
+
 MAX_RECENT = 10
 SCAN_FILTER = "Scans (*.nii *.nii.gz *.dcm *.DCM *.ima *.IMA);;All files (*)"
+SEGMENTATION_FILTER = "Segmentations (NIfTI, DICOM SEG) (*.nii *.nii.gz *.dcm *.DCM);;All files (*)"
 
 
 def fmt_seconds(s: float) -> str:
@@ -45,6 +49,8 @@ class JobController(QObject):
         self.model_job: Job | None = None
         self.seg_job: Job | None = None
         self.measure_job: Job | None = None
+        self.seg_open_job: Job | None = None  # File > Open segmentation
+        self.discover_job: Job | None = None  # DICOM SEGs of the opened series in its folder
         self._measure_pending = False
         self._show_largest = False  # after a segmentation: go to the largest lesion once it is measured
         self._seg_started = 0.0
@@ -161,6 +167,100 @@ class JobController(QObject):
                 "Loading warnings",
                 "\n".join(f"- {w}" for w in volume.warnings),
             )
+        self.find_segmentations(path, volume)
+
+    # ---- opening segmentations
+    def open_segmentation_dialog(self) -> None:
+        if self.session.volume is None:
+            self.win.show_error("Open a scan first; a segmentation is placed on the open scan.")
+            return
+        path = self.win.ask_open_path("Open segmentation", SEGMENTATION_FILTER)
+        if path:
+            self.open_segmentation(path)
+
+    def open_segmentation(self, path: str) -> Job | None:
+        """Load a NIfTI label map or DICOM SEG onto the open scan in the background; it replaces the mask
+        as one undo step (asks first when the mask has unsaved changes)."""
+        win, session, path = self.win, self.session, str(path)
+        volume = session.volume
+        if volume is None:
+            win.show_error("Open a scan first; a segmentation is placed on the open scan.")
+            return None
+        if self.seg_open_job is not None or self.load_job is not None:
+            win.statusBar().showMessage("Still loading; try again when it is done.", 4000)
+            return None
+        if self.seg_job is not None:
+            win.show_error("Cancel or wait for the running segmentation before opening a segmentation.")
+            return None
+        if not win.confirm_discard("Open a segmentation"):
+            return None
+
+        def load(progress, cancel):
+            from seg_app.core.segmentation_io import load_segmentation
+
+            return load_segmentation(path, volume)
+
+        job = self.start_job(load, "segmentation loading")
+        self.seg_open_job = job
+        job.succeeded.connect(lambda loaded: self._on_segmentation_opened(loaded, volume))
+        job.failed.connect(lambda exc: win.report(exc, "open segmentation"))
+        job.finished.connect(self._on_segmentation_open_finished)
+        self._busy(f"Loading the segmentation {Path(path).name}...")
+        job.start()
+        return job
+
+    def _on_segmentation_open_finished(self) -> None:
+        self.seg_open_job = None
+        message = self.win.statusBar().currentMessage()
+        self._idle()
+        if not message.startswith("Loading the segmentation"):  # keep the result's (or error's) message
+            self.win.statusBar().showMessage(message, 15000)
+
+    def _on_segmentation_opened(self, loaded, volume) -> None:
+        win, session = self.win, self.session
+        if win.closing or session.volume is not volume:  # another scan was opened meanwhile
+            return
+        if self.seg_job is not None:
+            win.show_error("A segmentation started while the file was loading; open the segmentation again afterwards.")
+            return
+        try:
+            session.open_segmentation(loaded)
+        except ValueError as exc:
+            win.show_error(f"The segmentation {Path(loaded.source).name} cannot be edited here: {exc}.")
+            return
+        self._show_largest = True
+        win.show_labels()
+        warnings = list(loaded.warnings)
+        if warnings:  # resampled, placed by position only...: in the banner above the views
+            win.view_grid.show_domain_warnings(warnings)
+        win.statusBar().showMessage(
+            f"Opened the segmentation {Path(loaded.source).name} ({len(loaded.names)} label(s)). "
+            + (" ".join(warnings) if warnings else "Edit > Undo brings back the previous mask."), 15000)
+
+    def find_segmentations(self, path: str, volume) -> Job | None:
+        """Search the opened DICOM series' folder(s) for SEG files that reference it (background)."""
+        self.win.offer_segmentations([])
+        if not getattr(volume, "series_uid", "") or self.discover_job is not None:
+            return None
+        from seg_app.gui.seg_discovery import find_series_segmentations, search_folders
+
+        folders = search_folders(path, volume.source_paths)
+        sources = tuple(volume.source_paths)
+
+        def find(progress, cancel):
+            return find_series_segmentations(folders, volume.series_uid, exclude=sources, cancel=cancel)
+
+        job = self.start_job(find, "segmentation search")
+        self.discover_job = job
+        job.succeeded.connect(lambda found: self._on_segmentations_found(found, volume))
+        job.failed.connect(lambda exc: log.warning("searching for segmentations failed: %s", exc))
+        job.finished.connect(lambda: setattr(self, "discover_job", None))
+        job.start()
+        return job
+
+    def _on_segmentations_found(self, found, volume) -> None:
+        if not self.win.closing and self.session.volume is volume:
+            self.win.offer_segmentations(list(found))
 
     def recent_files(self) -> list[str]:
         """Recently opened paths, newest first (kept in the window's settings)."""

@@ -70,6 +70,7 @@ class MainWindow(QMainWindow):
         self.unsaved_box: QMessageBox | None = None
         self._preset: tuple[str, float, float] | None = None  # last preset applied: name, width, level
         self.selected_lesion = None  # the lesion whose calipers are drawn
+        self.found_segmentations: list = []  # DICOM SEGs of the open series found in its folder
         self.job_control = JobController(self)
         self.exporter = ExportController(self)
         self.editing = EditController(self)
@@ -201,6 +202,7 @@ class MainWindow(QMainWindow):
         """Show a new scan (drops any mask, history and measurements)."""
         geometry = self.session.set_volume(volume)
         self.view_grid.domain_banner.setVisible(False)
+        self.offer_segmentations([])  # those found for the previous series
         self.show_labels()
         self._updating_widgets = True
         try:
@@ -255,8 +257,17 @@ class MainWindow(QMainWindow):
         self.about = dlg
         dlg.show()
 
+    def offer_segmentations(self, found: list) -> None:
+        """Offer the DICOM SEGs found for the open series (``FoundSegmentation``): banner and File menu."""
+        self.found_segmentations = list(found)
+        self.menus.set_found_segmentations(self.found_segmentations, self.open_segmentation)
+        self.view_grid.show_found_segmentations(self.found_segmentations, self.open_segmentation)
+        if found:
+            self.statusBar().showMessage(f"{len(found)} segmentation(s) found for this series: "
+                                         "File > Segmentations in this folder.", 8000)
+
     def update_label_choices(self) -> None:
-        """Paint-label choice and overlay colours from the model's labels."""
+        """Paint-label choice and overlay colours from the labels' names (the model's or an opened segmentation's)."""
         specs = self.session.label_specs()
         self.tools.set_label_choices(specs)
         self.data.lut_rgb, self.data.lut_visible = label_luts((v, c) for v, _n, c in specs)
@@ -455,6 +466,8 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(self.session.title)
         elif what == "patient":
             self.show_patient()
+        elif what == "names":  # an opened segmentation's label names (or undoing it): choices and colours
+            self.update_label_choices()
 
     def setWindowModified(self, modified: bool) -> None:  # noqa: N802 - the unsaved flag lives in the session
         self.session.set_dirty(modified)
@@ -477,6 +490,7 @@ class MainWindow(QMainWindow):
         m.act_save_seg.setEnabled(has_labels and has_scan and bool(s.volume.series_uid))
         m.act_save_meas.setEnabled(has_labels)
         m.act_save_shot.setEnabled(has_scan)
+        m.act_open_seg.setEnabled(has_scan and not running)
         m.act_undo.setEnabled(s.editor is not None and s.editor.can_undo and not running)
         m.act_redo.setEnabled(s.editor is not None and s.editor.can_redo and not running)
         m.act_delete_lesion.setEnabled(has_labels and not running)
@@ -501,6 +515,7 @@ _FORWARDED = {
     "session": "volume labels probabilities agreement checkpoint editor lesions totals last_result",
     "job_control": "jobs load_job model_job seg_job measure_job open_path open_scan_dialog open_folder_dialog "
                    "recent_files load_model load_model_dialog start_segmentation cancel_segmentation "
+                   "seg_open_job discover_job open_segmentation open_segmentation_dialog find_segmentations "
                    "request_measurements start_job cancel_all_jobs",
     "editing": "set_tool paint_stroke undo redo",
     "exporter": "save_job save_mask save_mask_dialog save_seg save_seg_dialog save_measurements "
@@ -508,8 +523,8 @@ _FORWARDED = {
     "tools": "scan_info channel_combo model_info device_combo tta_check segment_button cancel_button progress "
              "progress_label preset_combo overlay_check outline_check heatmap_check opacity_slider tool_group "
              "tool_buttons label_combo radius_spin sphere_check undo_button redo_button disclaimer",
-    "view_grid": "views sliders domain_banner views_widget toggle_maximise toggle_maximise_focused reset_views",
-    "menus": "recent_menu act_save_mask act_save_seg act_save_meas act_save_shot act_undo act_redo act_maximise act_segment "
+    "view_grid": "views sliders domain_banner seg_banner seg_banner_button views_widget toggle_maximise toggle_maximise_focused reset_views",
+    "menus": "recent_menu act_open_seg found_seg_menu act_save_mask act_save_seg act_save_meas act_save_shot act_undo act_redo act_maximise act_segment "
              "act_anonymise act_delete_lesion tool_actions",
 }
 

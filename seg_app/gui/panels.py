@@ -94,9 +94,28 @@ class ViewGrid(QWidget):
         self.domain_banner.setWordWrap(True)
         self.domain_banner.setStyleSheet("background: #7a5a00; color: white; padding: 4px; font-weight: bold;")
         self.domain_banner.setVisible(False)
+        # "N segmentation(s) found for this series: Load" (DICOM SEGs beside the opened series; non-modal)
+        self.seg_banner = QWidget()
+        self.seg_banner.setStyleSheet("background: #1f4e79; color: white;")
+        row = QHBoxLayout(self.seg_banner)
+        row.setContentsMargins(6, 2, 6, 2)
+        self.seg_banner_label = QLabel()
+        self.seg_banner_button = QPushButton("Load")
+        self.seg_banner_close = QToolButton()
+        self.seg_banner_close.setText("\u2715")
+        self.seg_banner_close.setToolTip("Hide (File > Segmentations in this folder still lists them)")
+        self.seg_banner_close.clicked.connect(lambda: self.seg_banner.setVisible(False))
+        row.addWidget(self.seg_banner_label, 1)
+        row.addWidget(self.seg_banner_button)
+        row.addWidget(self.seg_banner_close)
+        self.seg_banner.setVisible(False)
+        self._seg_banner_menu = QMenu(self.seg_banner_button)
+        self._seg_banner_load: Callable[[], object] | None = None  # what Load does with one segmentation
+        self.seg_banner_button.clicked.connect(lambda: self._seg_banner_load and self._seg_banner_load())
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
         col.setSpacing(0)
+        col.addWidget(self.seg_banner)
         col.addWidget(self.domain_banner)
         col.addWidget(central, 1)
         self.views_widget = central  # the three views only (screenshots)
@@ -163,6 +182,35 @@ class ViewGrid(QWidget):
         cursor = list(self.state.cursor)
         cursor[VIEW_AXES[name][0]] = int(value) - 1
         self.state.set_cursor(cursor)
+
+    def show_found_segmentations(self, found: list, open_path: Callable[[str], object]) -> None:
+        """The banner offering the DICOM SEGs found for the open series (``FoundSegmentation``); hidden when none.
+
+        One: *Load* opens it; several: *Load* has a menu with one entry each.
+        """
+        self._seg_banner_load = None
+        self.seg_banner_button.setMenu(None)
+        self._seg_banner_menu.clear()
+        if found:
+            self.seg_banner_label.setText(f"{len(found)} segmentation(s) found for this series")
+            self.seg_banner_label.setToolTip("\n".join(f.path for f in found))
+
+            def load(path: str) -> None:
+                self.seg_banner.setVisible(False)
+                open_path(path)
+
+            if len(found) == 1:
+                self.seg_banner_button.setText("Load")
+                self.seg_banner_button.setToolTip(found[0].title)
+                self._seg_banner_load = lambda p=found[0].path: load(p)
+            else:
+                self.seg_banner_button.setText("Load \u25be")
+                self.seg_banner_button.setToolTip("")
+                for f in found:
+                    act = self._seg_banner_menu.addAction(f.title)
+                    act.triggered.connect(lambda _=False, p=f.path: load(p))
+                self.seg_banner_button.setMenu(self._seg_banner_menu)
+        self.seg_banner.setVisible(bool(found))
 
     def show_domain_warnings(self, sentences: list[str]) -> None:
         self.domain_banner.setText("\n".join(f"\u26a0 {w}" for w in sentences))
@@ -362,6 +410,11 @@ class Menus:
         self._action(m, "Open DICOM &folder...", win.open_folder_dialog, "Ctrl+Shift+O")
         self.recent_menu: QMenu = m.addMenu("Recent files")
         m.addSeparator()
+        self.act_open_seg = self._action(m, "Open s&egmentation...", win.open_segmentation_dialog, "Ctrl+Alt+O",
+                                         "Open a NIfTI label map or a DICOM SEG on the open scan (replaces the mask; undoable)")
+        self.found_seg_menu: QMenu = m.addMenu("Segmentations in this folder")
+        self.found_seg_menu.setEnabled(False)
+        m.addSeparator()
         self.act_save_mask = self._action(m, "&Save mask as NIfTI...", exporter.save_mask_dialog, QKeySequence.StandardKey.Save)
         self.act_save_seg = self._action(m, "Save mask as &DICOM SEG...", exporter.save_seg_dialog, "Ctrl+Alt+S",
                                          "DICOM Segmentation referencing the source series (DICOM scans only)")
@@ -432,6 +485,15 @@ class Menus:
             act = self.recent_menu.addAction(p)
             act.triggered.connect(lambda _=False, path=p: open_path(path))
         self.recent_menu.setEnabled(bool(paths))
+
+    def set_found_segmentations(self, found: list, open_path: Callable[[str], object]) -> None:
+        """List the DICOM SEGs found for the open series under File > Segmentations in this folder."""
+        self.found_seg_menu.clear()
+        for f in found:
+            act = self.found_seg_menu.addAction(f.title)
+            act.setStatusTip(f.path)
+            act.triggered.connect(lambda _=False, p=f.path: open_path(p))
+        self.found_seg_menu.setEnabled(bool(found))
 
     def shortcut_rows(self) -> list[tuple[str, str, str]]:
         """(menu, action, keys) of every menu action with a shortcut (the Help > Keyboard shortcuts sheet)."""
