@@ -189,6 +189,15 @@ def test_dicom_seg_beside_the_series_is_found_and_loads(make_window, tmp_path):
     assert win.session.region_colors()["ET"] == (250, 210, 40)
     assert tuple(win.data.lut_rgb[2]) == (60, 200, 80)
 
+    # exported again as DICOM SEG: the same mask and the opened names
+    from seg_app.core.segmentation_io import describe_dicom_seg
+
+    job = win.save_seg(str(tmp_path / "again_seg.dcm"))
+    assert job is not None and wait_for(job, timeout_s=60)
+    again = load_segmentation(tmp_path / "again_seg.dcm", win.volume)
+    np.testing.assert_array_equal(again.labels, lab)
+    assert {s["label_value"]: s["label"] for s in describe_dicom_seg(tmp_path / "again_seg.dcm")["segments"]} == names
+
 
 def test_search_finds_only_segs_of_the_series(tmp_path):
     """The Qt-free folder search: SEGs of another series and non-SEG files are left out."""

@@ -88,11 +88,13 @@ class ExportController(QObject):
         """Write the mask as a DICOM Segmentation referencing the source series (background, atomic)."""
         p = with_suffix(path, (".dcm",), ".dcm")
         spec, edited = self.session.spec, self.session.manually_edited
+        # an opened segmentation's label names name its segments (None: the model's)
+        names = self.session.label_names() if self.session.opened_names is not None else None
 
         def write(labels, reference):
             from seg_app.core.dicom_seg import export_dicom_seg
 
-            return export_dicom_seg(labels, reference, p, spec=spec, manually_edited=edited)
+            return export_dicom_seg(labels, reference, p, spec=spec, label_names=names, manually_edited=edited)
 
         return self._start_save(p, write, "save DICOM SEG")
 
