@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -193,19 +194,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     list is printed by rank 0 only, and a rank whose peer failed (its collective broke, or torchrun
     stopped it with SIGTERM) exits 1 with a line saying so, like the rank that failed.
     """
-    from training.ddp import StoppedByLauncher, is_peer_failure, rank_prefix, stop_on_sigterm
+    from training.ddp import rank_prefix
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
     prefix = rank_prefix()
+    status = _run(args, prefix)
+    if prefix and status:  # a failed rank: exit now, without the process group's slow (or hung) teardown
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _run(args: argparse.Namespace, prefix: str) -> int:
+    """The command, with every error turned into ``error: ...`` lines and an exit status."""
+    from training.ddp import StoppedByLauncher, is_peer_failure, stop_on_sigterm
+
     try:
         with stop_on_sigterm(enabled=bool(prefix)):
             return int(args.func(args))
     except ProblemList as exc:
         if prefix and os.environ.get("RANK", "0") != "0":  # the same list on every rank: rank 0 prints it
             print(f"error: {prefix}{exc.summary} (listed by rank 0).", file=sys.stderr)
+            time.sleep(2.0)  # let rank 0 print before this exit makes torchrun stop it
             return 1
         for line in exc.problems if len(exc.problems) > 1 else []:
             print(line, file=sys.stderr)

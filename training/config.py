@@ -255,7 +255,8 @@ def resume_config(saved: Mapping[str, Any], given: Mapping[str, Any], saved_path
         raise ProblemList(f"{saved_path} is not a valid training config", problems)
     merged = dict(base)
     conflicts = []
-    for key, value in given.items():
+    order = {f.name: i for i, f in enumerate(dataclasses.fields(TrainConfig))}
+    for key, value in sorted(given.items(), key=lambda kv: order.get(kv[0], len(order))):  # field order
         if key in RESUME_MAY_CHANGE:
             if key == "command":
                 merged[key] = base.get("command") or value

@@ -23,7 +23,7 @@ import torch
 
 __all__ = [
     "DistEnv", "dist_env", "init_distributed", "wrap_model", "barrier", "mean_over_ranks", "rank_prefix", "is_peer_failure",
-    "StoppedByLauncher", "stop_on_sigterm",
+    "StoppedByLauncher", "stop_on_sigterm", "share_from_main", "ignore_sigterm",
 ]
 
 
@@ -129,3 +129,18 @@ def stop_on_sigterm(enabled: bool = True) -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise
     signal.signal(signal.SIGTERM, previous)
+
+
+def ignore_sigterm() -> None:
+    """Ignore SIGTERM from now on (a rank that is about to report an error first; main thread only)."""
+    with contextlib.suppress(ValueError, AttributeError):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def share_from_main(value, env: DistEnv):  # noqa: ANN001, ANN201 - any picklable value
+    """Rank 0's ``value`` on every rank (``broadcast_object_list``; ``value`` itself for one process)."""
+    if not env.distributed:
+        return value
+    box = [value if env.is_main else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]

@@ -45,6 +45,7 @@ from seg_app.core.spec import (
 from training.config import TrainConfig, given_options, load_config_file, lr_factor, resume_config
 from training.data import (
     DatasetError,
+    ProblemList,
     DatasetInfo,
     deterministic_transforms,
     fingerprint,
@@ -53,7 +54,7 @@ from training.data import (
     random_transforms,
     read_dataset,
 )
-from training.ddp import DistEnv, barrier, dist_env, init_distributed, wrap_model
+from training.ddp import DistEnv, barrier, dist_env, ignore_sigterm, init_distributed, share_from_main, wrap_model
 from training.loop import run_epoch, validate, validate_if_due
 from training.run_files import open_tensorboard, plot_curves, write_json
 from training.state import FoldRun, Progress, record_epoch, resume_progress, save_epoch, save_last
@@ -204,12 +205,18 @@ def train(cfg: TrainConfig, resume: bool = False, all_folds: bool = False, on_ep
         except ValueError as exc:
             raise DatasetError(f"Cannot resume: {saved} is not valid JSON ({exc}).") from exc
         cfg = resume_config(old, given_options(cfg, given), saved)
-    if cfg.check:
+    env = dist_env()
+    init_distributed(env, cfg.device)
+    if cfg.check:  # rank 0 checks, every rank stops on its list (rank 0 first stops listening to SIGTERM)
         from training.check import check_dataset
 
-        check_dataset(cfg.data, splits=("training",), raise_on_problems=True)
+        problems = check_dataset(cfg.data, splits=("training",)).problems if env.is_main else None
+        if problems and env.distributed:
+            ignore_sigterm()  # it prints the list before the others' exit makes torchrun stop it
+        problems = share_from_main(problems, env)
+        if problems:
+            raise ProblemList(f"The dataset check of {cfg.data} failed; nothing was run", problems)
     info = read_dataset(cfg.data)
-    env = dist_env()
     if env.is_main:
         base.mkdir(parents=True, exist_ok=True)
     fp_path = base / "fingerprint.json"
@@ -218,7 +225,6 @@ def train(cfg: TrainConfig, resume: bool = False, all_folds: bool = False, on_ep
     else:
         divisor = int(np.prod(cfg.strides)) if cfg.network == "UNet" else 16
         fp = fingerprint(info, cfg.max_patch_voxels, divisor=divisor)
-    init_distributed(env, cfg.device)
     if env.is_main:
         write_json(fp_path, fp)
         write_json(base / "config.json", dataclasses.asdict(cfg))
