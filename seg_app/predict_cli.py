@@ -5,8 +5,10 @@
 
 For each input (NIfTI file, DICOM file or DICOM folder) it writes, into ``--out``:
 ``<name>_labels.nii.gz``, ``<name>_measurements.json`` and ``<name>_measurements.csv`` (and\n``<name>_seg.dcm``, a DICOM SEG, with ``--format ...,seg`` for DICOM sources). All files of
-one scan are first written under temporary names and only renamed once every one of them succeeded, so
-a failing scan leaves nothing behind.
+one scan are first written under temporary names and renamed at the end, so a failing scan leaves
+nothing behind. An output that cannot be written (a SEG or SR for a NIfTI source -- checked before the
+model runs --, a SEG refused because of the source's header values) is a warning for that output only
+(stderr and the JSON's ``warnings``); the other outputs are still written.
 
 An INPUT may also be a PACS address, ``pacs://NODE/studies/<StudyUID>[/series/<SeriesUID>]`` (nodes in
 the PACS settings, docs/PACS.md): the series are retrieved into the local cache first (a cached series
@@ -96,6 +98,8 @@ FORMATS: dict[str, tuple[str, Writer]] = {
     "sr": ("_sr.dcm", _write_dicom_sr),
 }
 DEFAULT_FORMATS = "nifti,json,csv"
+_FORMAT_NAMES = {"nifti": "NIfTI label map", "json": "measurements JSON", "csv": "measurements CSV",
+                 "seg": "DICOM SEG", "sr": "DICOM SR"}
 
 
 def _formats(text: str) -> list[str]:
@@ -171,12 +175,20 @@ def predict_one(
     ``written`` (when given) receives the final paths of the files written, in format order."""
     from tqdm import tqdm
 
+    from seg_app.core.errors import ExportError, SegAppError
     from seg_app.core.export import measurements_metadata, safe_file_name
     from seg_app.core.io import load_scan
     from seg_app.core.measure import label_totals, measure_lesions
     from seg_app.core.regions import composite_regions
 
     volume = load_scan(source, series_uid=series)
+    output_warnings: list[str] = []
+    if not volume.meta.get("SOPInstanceUIDs"):  # checked before the model runs
+        for fmt in ("seg", "sr"):
+            if fmt in formats:
+                output_warnings.append(f"no {_FORMAT_NAMES[fmt]} written: it needs a DICOM source, and this scan is "
+                                       f"{'NIfTI' if source.lower().endswith(('.nii', '.nii.gz')) else 'not DICOM'}")
+        formats = [f for f in formats if f not in ("seg", "sr")]
     base = safe_file_name(volume.name)
     name, n = base, 2
     while name in used_names:
@@ -202,13 +214,28 @@ def predict_one(
     totals = label_totals(lesions)
     outputs = ScanOutputs(name, source, volume, result, lesions, totals, measurements_metadata(volume, spec, source=source, result=result, model_path=model_path, tta=segmenter.tta))
     staged: list[tuple[Path, Path]] = []
+    # DICOM objects first (header values of the source can make them fail), so that the JSON written
+    # after them records which outputs could not be written
+    order = [f for f in formats if f in ("seg", "sr")] + [f for f in formats if f not in ("seg", "sr")]
     try:
-        for fmt in formats:
+        for fmt in order:
             suffix, writer = FORMATS[fmt]
             final = out_dir / f"{name}{suffix}"
             tmp = out_dir / f".{name}{suffix}.partial-{os.getpid()}{_ext(suffix)}"
+            if fmt == "sr" and "seg" not in outputs.written:
+                output_warnings.append("no DICOM SR written: it references the DICOM SEG, which could not be written")
+                continue
+            if fmt == "json":
+                outputs.extra["warnings"] = [*outputs.extra.get("warnings", []), *output_warnings]
+            try:
+                writer(outputs, tmp)
+            except SegAppError as exc:  # this output only: the others are still written
+                _discard([(tmp, final)])
+                output_warnings.append(f"no {_FORMAT_NAMES[fmt]} written: {exc}")
+                continue
             staged.append((tmp, final))
-            writer(outputs, tmp)
+        if not staged:
+            raise ExportError(f"No output could be written for {name}: " + "; ".join(output_warnings))
         _commit(staged)
         if written is not None:
             written.extend(final for _tmp, final in staged)
@@ -221,8 +248,9 @@ def predict_one(
     regions = {k: v for t in totals for k, v in t.get("region_volumes_ml", {}).items() if k in ("WT", "TC", "ET")}
     if regions:
         per_label += "; " + ", ".join(f"{k} {v:.2f} mL" for k, v in regions.items())
-    warn = f" [{len(outputs.extra['warnings'])} warning(s)]" if outputs.extra["warnings"] else ""
-    for w in outputs.extra["warnings"]:  # out-of-distribution and loading warnings: said before anyone reads a volume
+    all_warnings = list(dict.fromkeys([*outputs.extra.get("warnings", []), *output_warnings]))
+    warn = f" [{len(all_warnings)} warning(s)]" if all_warnings else ""
+    for w in all_warnings:  # out-of-distribution and loading warnings: said before anyone reads a volume
         print(f"warning: {name}: {w}", file=sys.stderr)
     return (
         f"{name}: {len(lesions)} lesion(s), {vol:.2f} mL ({per_label}), {result.seconds:.1f} s on {result.device}"
@@ -269,6 +297,10 @@ def _send_back(loc: Any, settings: Any, protocol: str | None, written: Sequence[
     from seg_app.core.errors import SegAppError
 
     files = [p for p in written if p.name.endswith(("_seg.dcm", "_sr.dcm"))]
+    if not any(p.name.endswith("_seg.dcm") for p in files):
+        from seg_app.core.errors import ExportError
+
+        raise ExportError("nothing sent: the DICOM SEG could not be written (see the warning above)")
     node = settings.node(loc.node)
     try:
         sent = pacs.send(node, files, protocol=protocol, local_ae_title=settings.local_ae_title)

@@ -86,8 +86,9 @@ def test_bad_inputs_one_line_each_others_still_run(tmp_path, model, capsys):
     assert "2 of 4" not in cap.out and "1 of 4 scan(s) done" in cap.out
 
 
-def test_failing_writer_leaves_nothing_partial(tmp_path, model, capsys, monkeypatch):
+def test_failing_writer_is_a_warning_for_that_output_only(tmp_path, model, capsys, monkeypatch):
     def broken(o, path):
+        Path(path).write_text("half")  # a partial file that must not survive
         raise ExportError(f"Cannot write {path.name}: disk full.")
 
     monkeypatch.setitem(predict_cli.FORMATS, "csv", ("_measurements.csv", broken))
@@ -95,8 +96,26 @@ def test_failing_writer_leaves_nothing_partial(tmp_path, model, capsys, monkeypa
     out = tmp_path / "out"
     rc = predict_cli.predict_command([str(src), "--model", model, "--out", str(out), "--device", "cpu"])
     cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert any(l.startswith("warning: scan: no measurements CSV written") and "disk full" in l for l in cap.err.splitlines())
+    assert outputs(out) == ["scan_labels.nii.gz", "scan_measurements.json"]  # the others are still written
+    assert not list(out.glob(".*"))
+
+
+def test_scan_whose_every_output_fails_leaves_nothing(tmp_path, model, capsys, monkeypatch):
+    def broken(o, path):
+        Path(path).write_text("half")
+        raise ExportError(f"Cannot write {path.name}: disk full.")
+
+    for fmt, (suffix, _w) in list(predict_cli.FORMATS.items()):
+        monkeypatch.setitem(predict_cli.FORMATS, fmt, (suffix, broken))
+    src = write_nifti(tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    rc = predict_cli.predict_command([str(src), "--model", model, "--out", str(out), "--device", "cpu"])
+    cap = capsys.readouterr()
     assert rc == 1 and "disk full" in cap.err
-    assert outputs(out) == []  # the mask and JSON already written were discarded too
+    assert [l for l in cap.err.splitlines() if l.startswith("error:")]
+    assert list(out.iterdir()) == []
 
 
 def test_format_selection_and_duplicate_names(tmp_path, model, capsys):
@@ -179,26 +198,57 @@ def test_sample_scans_with_bundled_model(tmp_path, capsys):
         assert 0.5 < total < 300, f"{j.name}: implausible tumour volume {total} mL"
 
 
-def test_format_seg_writes_dicom_seg_for_dicom_and_refuses_nifti(tmp_path, capsys):
-    """``--format seg``: a SEG beside the other outputs for a DICOM series; one clear line for NIfTI."""
+def test_format_seg_writes_dicom_seg_for_dicom_and_warns_for_nifti(tmp_path, capsys):
+    """``--format seg``: a SEG beside the other outputs for a DICOM series; for a NIfTI source a warning for
+    the SEG only (checked before the model runs), and its other outputs are still written."""
     from seg_app.core.dicom_seg import read_dicom_seg
     from seg_app.core.io import load_scan
 
     out = tmp_path / "out"
     rc = predict_cli.predict_command([str(SAMPLE_DICOM), str(SAMPLE_NIFTI), "--out", str(out), "--device", "cpu",
-                                      "--format", "nifti,seg"])
+                                      "--format", "nifti,json,seg"])
     cap = capsys.readouterr()
-    assert rc == 1
+    assert rc == 0, cap.err
     segs = list(out.glob("*_seg.dcm"))
     assert len(segs) == 1
-    err = [l for l in cap.err.splitlines() if l.startswith("error:")]
-    assert len(err) == 1 and "DICOM" in err[0]
-    # the NIfTI scan failed as a whole: nothing partial of it
-    assert not list(out.glob("brain_tumour_mri_labels.nii.gz"))
+    assert not [l for l in cap.err.splitlines() if l.startswith("error:")]
+    warn = [l for l in cap.err.splitlines() if l.startswith("warning: brain_tumour_mri:") and "DICOM SEG" in l]
+    assert len(warn) == 1 and "NIfTI" in warn[0]
+    assert (out / "brain_tumour_mri_labels.nii.gz").is_file()
+    doc = json.loads((out / "brain_tumour_mri_measurements.json").read_text())
+    assert any("DICOM SEG" in w for w in doc["warnings"])
     ref = load_scan(SAMPLE_DICOM)
-    nifti = [p for p in out.glob("*_labels.nii.gz")]
+    nifti = [p for p in out.glob("*_labels.nii.gz") if p.name != "brain_tumour_mri_labels.nii.gz"]
     assert len(nifti) == 1
-    import nibabel as nib
-
     seg = read_dicom_seg(segs[0], ref)
     assert np.array_equal(seg.array[0] > 0, np.asarray(nib.load(str(nifti[0])).dataobj) > 0)
+
+
+def test_seg_refused_for_header_values_is_a_warning_for_that_output_only(tmp_path, capsys):
+    """A PatientName holding a backslash (two values) makes highdicom refuse the SEG; the label map and
+    the measurements are still written, and the JSON says why the SEG is missing."""
+    from seg_app.core.dicom_write import write_dicom_series
+    from seg_app.core.volume import Volume
+
+    vol, _blob = head_with_blob()
+    write_dicom_series(Volume(vol.array * 100, vol.affine, modality="MR"), tmp_path / "series",
+                       patient_name="DOE^JANE\\SMITH^J", series_description="odd header")
+    out = tmp_path / "out"
+    rc = predict_cli.predict_command([str(tmp_path / "series"), "--model", str(tiny_checkpoint(tmp_path / "m.pt")),
+                                      "--out", str(out), "--device", "cpu", "--format", "nifti,json,csv,seg"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert not list(out.glob("*_seg.dcm"))
+    assert not list(out.glob(".*"))  # no temporary file left behind
+    assert len(list(out.glob("*_labels.nii.gz"))) == 1 and len(list(out.glob("*_measurements.csv"))) == 1
+    doc = json.loads(next(out.glob("*_measurements.json")).read_text())
+    assert any(w.startswith("no DICOM SEG written") for w in doc["warnings"]), doc["warnings"]
+    assert any(l.startswith("warning:") and "no DICOM SEG written" in l for l in cap.err.splitlines())
+
+
+def test_output_names_from_header_text_never_start_with_a_dot():
+    from seg_app.core.export import safe_file_name
+
+    for text in ("../../x", ".hidden", "..", "./a/b", " .. / .. "):
+        name = safe_file_name(text)
+        assert name and not name.startswith(".") and "/" not in name, (text, name)
