@@ -201,11 +201,12 @@ def test_seg_of_another_frame_of_reference_is_refused(tmp_path):
         load_segmentation(path, ref)
 
 
-def test_seg_written_by_dcmqi(tmp_path):
-    """dcmqi's itkimage2segimage (the reference SEG converter of 3D Slicer/QIICR) from a NIfTI mask."""
+@pytest.mark.parametrize("orientation", ["axial", "oblique"])
+def test_seg_written_by_dcmqi(tmp_path, orientation):
+    """dcmqi's itkimage2segimage (the reference SEG converter of 3D Slicer/QIICR) from a NIfTI mask: 0 differing voxels."""
     exe = shutil.which("itkimage2segimage", path=str(Path(sys.executable).parent)) or shutil.which("itkimage2segimage")
     assert exe, "itkimage2segimage not found: pip install dcmqi (in the test extra)"
-    ref = _series(tmp_path, "oblique")
+    ref = _series(tmp_path, orientation)
     lab = _labels(ref.shape)
     nii = save_labels(ref.with_array((lab == 1).astype(np.uint8)[None]), ref, tmp_path / "seg1.nii.gz")
     nii3 = save_labels(ref.with_array((lab == 3).astype(np.uint8)[None]), ref, tmp_path / "seg3.nii.gz")
