@@ -87,6 +87,9 @@ class MainWindow(QMainWindow):
         from seg_app.gui.pacs_dialog import add_pacs_menu
 
         add_pacs_menu(self)  # File > Open from PACS...
+        from seg_app.gui.pacs_send import add_send_menu
+
+        add_send_menu(self)  # File > Send results to PACS...
         self._connect_widgets()
         # the voxel read-out is a permanent widget on the right; showMessage's feedback keeps the left
         self.status_position = QLabel("")
