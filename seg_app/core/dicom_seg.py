@@ -304,6 +304,10 @@ def read_dicom_seg(path: str | os.PathLike[str], reference: Volume) -> Volume:
     sops = list(reference.meta.get("SOPInstanceUIDs") or [])
     if len(sops) != reference.shape[2]:
         raise ScanLoadError(f"The DICOM SEG {path} cannot be placed: the reference scan is not a DICOM series.")
+    referenced = {str(uid) for _, _, uid in seg.get_source_image_uids()}
+    if referenced and not referenced <= {str(s) for s in sops}:
+        raise ScanLoadError(f"The DICOM SEG {path} does not reference the images of this scan "
+                            f"({len(referenced - {str(s) for s in sops})} referenced image(s) are not in it).")
     n_i, n_j, n_k = reference.shape
     dtype = np.uint8 if max(values, default=0) <= 255 else np.uint16
     out = np.zeros((n_i, n_j, n_k), dtype=dtype)
