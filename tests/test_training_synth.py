@@ -27,7 +27,10 @@ def test_same_seed_same_case_different_seed_different() -> None:
 
 
 def test_full_size_case_has_brats_labels_inside_the_head() -> None:
-    image, labels, affine, meta = make_case(1, 3)
+    for i in range(3, 10):  # the first case with a lesion (a quarter of the cases have none)
+        image, labels, affine, meta = make_case(1, i)
+        if meta["lesions"] and min(image.shape[1:]) > 40:
+            break
     assert image.shape[0] == 1 and 60 < image.shape[1] < 120
     assert np.allclose(np.linalg.norm(affine[:3, :3], axis=0), 2.0)
     assert set(np.unique(labels).tolist()) <= {0, 1, 2, 3}
@@ -106,3 +109,25 @@ def test_two_channels_get_two_contrasts(channels: int) -> None:
     image, labels, _aff, meta = make_case(4, 2, "train", SynthOptions(size=20, channels=channels))
     assert image.shape[0] == channels and len(meta["contrast"]) == channels
     assert not np.allclose(image[0] / max(image[0].max(), 1), image[1] / max(image[1].max(), 1))
+
+
+def test_style_3_has_more_small_lesions_and_some_thin_slabs() -> None:
+    """Style 3 (v2.3 recipe) draws small foci more often than style 2 and sometimes images a thin slab."""
+
+    def small_lesions(style: int) -> int:
+        plans = [_plan_tumours(np.random.default_rng([5, 0, i]), size_mode=False, style=style) for i in range(300)]
+        return sum(1 for p in plans for t in p if 4 / 3 * np.pi * t.radius_mm**3 / 1000 <= 3.0)
+
+    assert small_lesions(3) > 1.4 * small_lesions(2)
+    from training.synth import _output_grid
+
+    extents = []
+    for i in range(200):
+        shape, affine = _output_grid(np.random.default_rng([3, 0, i]), SynthOptions(style=3), skull=False)
+        extents.append(min(s * abs(affine[a, a]) for a, s in enumerate(shape)))
+    thin = sum(1 for e in extents if e <= 42)
+    assert 3 <= thin <= 30  # about 6 % of the cases are 12-40 mm slabs
+    # style 2 never draws a slab: its grids keep at least 65 % of the brain box along every axis
+    extents2 = [min(s * abs(a[k, k]) for k, s in enumerate(sh))
+                for sh, a in (_output_grid(np.random.default_rng([3, 0, i]), SynthOptions(style=2), skull=False) for i in range(200))]
+    assert min(extents2) > 90

@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parallel processes (the data do not depend on it)")
     s.add_argument("--size", type=int, default=None, help="voxels per axis (tiny volumes for tests)")
     s.add_argument("--channels", type=int, choices=(1, 2), default=1, help="2 writes two random contrasts of each case (4D NIfTI)")
-    s.add_argument("--style", type=int, choices=(1, 2), default=2,
-                   help="appearance model: 2 (default) heterogeneous, irregular tumours; 1 the v2.0/v2.1 recipe's data")
+    s.add_argument("--style", type=int, choices=(1, 2, 3), default=3,
+                   help="appearance model: 3 (default) heterogeneous tumours, more small foci, wider tumour contrast, "
+                        "thin slabs; 2 the v2.2 recipe's data; 1 the v2.0/v2.1 recipe's data")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_synth)
 

@@ -70,7 +70,11 @@ class SynthOptions:
         size: if set, every case is ``size`` voxels along each axis (tiny volumes for tests).
         channels: number of image channels; each channel gets its own random contrast (written as
             4D NIfTI when > 1).
-        style: appearance model. 2 (default): heterogeneous tumours -- multi-scale irregular margins,
+        style: appearance model. 3 (default): style 2 plus more small lesions (multifocal cases
+            more often, small satellite foci next to other tumours, small single lesions), tumour
+            sub-region intensities that vary more within a contrast preset (T2/FLAIR oedema from
+            barely above grey matter to CSF-bright) and thin slabs (partial coverage of 12-40 mm) as
+            hard negatives/positives. 2: heterogeneous tumours -- multi-scale irregular margins,
             thin to thick rings, fine internal texture up to 35 % of the mean, tumour intensities that
             may sit close to grey matter. 1: the smoother, homogeneous tumours of the v2.0/v2.1 recipe
             (kept so that recipe's data can be regenerated exactly).
@@ -79,7 +83,7 @@ class SynthOptions:
     spacing_mm: float = 2.0
     size: int | None = None
     channels: int = 1
-    style: int = 2
+    style: int = 3
 
 
 @lru_cache(maxsize=1)
@@ -141,7 +145,12 @@ def _output_grid(rng: np.random.Generator, opts: SynthOptions, skull: bool) -> t
     """RAS grid (shape, affine) around the head (or the brain when stripped), with a random FOV cut."""
     lo = np.array([-78.0, -114.0, -62.0]) - (14.0 if skull else 6.0)  # MNI brain box, mm
     hi = np.array([78.0, 80.0, 86.0]) + (14.0 if skull else 6.0)
-    if rng.random() < 0.2:  # partial coverage: cut one side along one axis
+    if opts.style >= 3 and rng.random() < 0.06:  # a thin slab (a few slices of a localiser or a 2D acquisition)
+        ax = int(rng.integers(3))
+        mid = rng.uniform(lo[ax] + 20, hi[ax] - 20)
+        half = rng.uniform(6.0, 20.0)
+        lo[ax], hi[ax] = mid - half, mid + half
+    elif rng.random() < 0.2:  # partial coverage: cut one side along one axis
         ax, side = int(rng.integers(3)), int(rng.integers(2))
         cut = rng.uniform(0.1, 0.35) * (hi[ax] - lo[ax])
         if side:
@@ -177,12 +186,13 @@ class _Tumour:
 _FAMILIES = ("ring", "solid", "infiltrative", "cystic", "multifocal", "large")
 
 
-def _plan_tumours(rng: np.random.Generator, size_mode: bool) -> list[_Tumour]:
+def _plan_tumours(rng: np.random.Generator, size_mode: bool, style: int = 2) -> list[_Tumour]:
     """Families, sizes and template-space centres (inside the brain) of this case's tumours."""
     if rng.random() < 0.25:
         return []
     depth, aff = _brain_depth()
-    family = str(rng.choice(_FAMILIES, p=[0.26, 0.18, 0.14, 0.1, 0.16, 0.16]))
+    probs = [0.26, 0.18, 0.14, 0.1, 0.16, 0.16] if style < 3 else [0.22, 0.2, 0.12, 0.08, 0.26, 0.12]
+    family = str(rng.choice(_FAMILIES, p=probs))
     out: list[_Tumour] = []
     if family == "multifocal":
         n = int(rng.integers(2, 6))
@@ -192,10 +202,16 @@ def _plan_tumours(rng: np.random.Generator, size_mode: bool) -> list[_Tumour]:
         n = 1 if rng.random() < 0.8 else 2
         if family == "large":
             radii = [float(np.cbrt(rng.uniform(40, 150) * 3000 / (4 * np.pi)))]
+        elif style >= 3 and family == "solid" and rng.random() < 0.35:  # a small single lesion
+            radii = [float(np.cbrt(rng.uniform(0.2, 2.0) * 3000 / (4 * np.pi)))]
         else:
             radii = [float(np.cbrt(rng.uniform(2.0, 60.0) * 3000 / (4 * np.pi)))]
         radii += [float(np.cbrt(rng.uniform(0.5, 15) * 3000 / (4 * np.pi))) for _ in range(n - 1)]
         families = [family if family != "large" else str(rng.choice(["ring", "solid", "infiltrative"]))] * n
+        if style >= 3 and rng.random() < 0.25:  # small satellite foci elsewhere in the brain
+            k = int(rng.integers(1, 4))
+            radii += [float(np.cbrt(rng.uniform(0.2, 2.0) * 3000 / (4 * np.pi))) for _ in range(k)]
+            families += [str(rng.choice(["solid", "ring"], p=[0.7, 0.3])) for _ in range(k)]
     for r, fam in zip(radii, families):
         if size_mode:
             r = max(r, 14.0)
@@ -311,7 +327,9 @@ def _class_means(rng: np.random.Generator, template_mode: bool, style: int = 2) 
     elif u < 0.5:
         name = str(rng.choice(list(_PRESETS), p=[0.15, 0.3, 0.25, 0.2, 0.1]))
         mu = np.array(_PRESETS[name], np.float64) * rng.uniform(0.8, 1.2, _N_CLASSES)
-        if style >= 2:  # tumour sub-regions vary more between scanners and tumours than healthy tissue
+        if style >= 3:  # wider still: e.g. T2/FLAIR oedema from barely above grey matter to CSF-bright
+            mu[[NCR, ED, ET]] *= rng.uniform(0.7, 1.15, 3)
+        elif style >= 2:  # tumour sub-regions vary more between scanners and tumours than healthy tissue
             mu[[NCR, ED, ET]] *= rng.uniform(0.85, 1.15, 3)
     else:
         name = "random"
@@ -409,7 +427,7 @@ def make_case(seed: int, index: int, split: str = "train", opts: SynthOptions = 
     skull = bool(rng.random() < 0.5)
     shape, affine = _output_grid(rng, opts, skull)
     spacing = float(np.linalg.norm(affine[:3, :3], axis=0).mean())
-    tumours = _plan_tumours(rng, size_mode)
+    tumours = _plan_tumours(rng, size_mode, opts.style)
     maps = _sample_anatomy(rng, shape, affine, tumours, size_mode)
     csf, gm, wm, t1, dist = maps
     brain_p = np.clip(csf + gm + wm, 0, 1)
