@@ -47,7 +47,6 @@ from training.data import DatasetError, DatasetInfo, read_dataset
 
 
 # The metric definitions live in the app's core (one copy; ``seg-app compare`` uses them too).
-_binary_metrics = binary_metrics
 
 
 def case_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float], labels: dict[int, str], voxel_ml: float,
@@ -69,11 +68,11 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, floa
     rows = []
     for value, name in labels.items():
         rows.append({"kind": "label", "label": value, "label_name": name,
-                     **_binary_metrics(pred == value, truth == value, spacing, voxel_ml)})
+                     **binary_metrics(pred == value, truth == value, spacing, voxel_ml)})
     for region, values in (regions or {}).items():
         vals = list(values)
         rows.append({"kind": "region", "label": region, "label_name": region,
-                     **_binary_metrics(np.isin(pred, vals), np.isin(truth, vals), spacing, voxel_ml)})
+                     **binary_metrics(np.isin(pred, vals), np.isin(truth, vals), spacing, voxel_ml)})
     return rows
 
 

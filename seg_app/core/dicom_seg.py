@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from seg_app.core.errors import ExportError, ScanLoadError
-from seg_app.core.files import overwrites_source
-from seg_app.core.io import atomic_write, label_array_on_grid
+from seg_app.core.files import overwrites_source, save_dataset_atomically
+from seg_app.core.io import label_array_on_grid
 from seg_app.core.regions import brats_role, composite_regions
 from seg_app.core.volume import Volume
 
@@ -270,11 +270,7 @@ def export_dicom_seg(
         )
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         raise ExportError(f"Cannot write the DICOM SEG {path}: the source series cannot be referenced ({exc}).") from exc
-    try:
-        with atomic_write(path) as tmp:
-            seg.save_as(tmp, enforce_file_format=True)
-    except OSError as exc:
-        raise ExportError(f"Cannot write the DICOM SEG {path}: {exc.strerror or exc}.") from exc
+    save_dataset_atomically(seg, path, "DICOM SEG")
     return path
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seg_app.core.errors import ExportError
-from seg_app.core.files import atomic_write, overwrites_source
+from seg_app.core.files import overwrites_source, save_dataset_atomically
 from seg_app.core.measure import LesionMeasurement
 from seg_app.core.volume import Volume
 
@@ -263,11 +263,7 @@ def export_dicom_sr(
         )
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         raise ExportError(f"Cannot write the DICOM SR {path}: {exc}.") from exc
-    try:
-        with atomic_write(path) as tmp:
-            sr.save_as(tmp, enforce_file_format=True)
-    except OSError as exc:
-        raise ExportError(f"Cannot write the DICOM SR {path}: {exc.strerror or exc}.") from exc
+    save_dataset_atomically(sr, path, "DICOM SR")
     return path
 
 

@@ -8,8 +8,11 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write", "overwrites_source"]
+from seg_app.core.errors import ExportError
+
+__all__ = ["atomic_write", "overwrites_source", "save_dataset_atomically"]
 
 
 def _read_umask() -> int:
@@ -42,6 +45,19 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def save_dataset_atomically(dataset: Any, path: str | os.PathLike[str], what: str) -> None:
+    """Save a pydicom ``Dataset`` (SEG, SR, ...) to ``path`` atomically, in the DICOM file format.
+
+    Raises:
+        ExportError: the file cannot be written; the message names ``what`` (e.g. "DICOM SEG").
+    """
+    try:
+        with atomic_write(path) as tmp:
+            dataset.save_as(tmp, enforce_file_format=True)
+    except OSError as exc:
+        raise ExportError(f"Cannot write the {what} {path}: {exc.strerror or exc}.") from exc
 
 
 def overwrites_source(path: str | os.PathLike[str], sources: Iterable[str | os.PathLike[str]]) -> bool:
