@@ -28,7 +28,7 @@ REPRODUCE = [
     " --init-from runs/stage2/last.pt",
     "seg-train train --config training/configs/default_brain_tumour_stage4.yaml --data data/synth2 --out runs/stage4"
     " --init-from runs/stage3/best.pt",
-    "seg-train synth --out data/synth3 --cases 400 --test-cases 20 --seed 11 --workers 2",
+    "seg-train synth --out data/synth3 --cases 400 --test-cases 20 --seed 11 --workers 2 --style 2",
     "seg-train train --config training/configs/default_brain_tumour_stage5.yaml --data data/synth3 --out runs/stage5"
     " --init-from runs/stage4/last.pt",
     "python scripts/bundle_default_model.py runs/stage5/last.pt",
