@@ -1,0 +1,853 @@
+"""Follow-up of one patient: a baseline and a follow-up scan compared lesion by lesion (Qt-free, no torch).
+
+Stages, each callable on its own (``seg-app followup`` and the app run them in this order):
+
+1. :func:`identifier_warnings`: the two scans should be of the same patient (DICOM identifiers compared;
+   NIfTI files have none, which is said too) and the follow-up should not predate the baseline.
+2. :func:`register_rigid`: rigid registration of the follow-up image onto the baseline image with
+   SimpleITK (Mattes mutual information, ``Euler3DTransform``, moments-centred initialisation, three
+   resolution levels, a fixed sampling seed and one thread, so the result does not depend on the
+   machine). Our RAS+ affines become SimpleITK's LPS images here and only here. When the automatic
+   result is off, :func:`landmark_registration` replaces it with the rigid transform that best maps
+   three or more baseline points onto the same anatomical points of the follow-up
+   (:func:`rigid_from_landmarks`, Kabsch). Either way the result is a :class:`Registration`: a 4x4
+   matrix taking **baseline RAS mm to follow-up RAS mm** (the direction used to resample the follow-up
+   onto the baseline grid) and its quality numbers.
+3. :func:`assess_followup`: lesions of each time point are measured on their own grid by
+   :func:`seg_app.core.measure.measure_lesions` (a lesion is a connected component of the whole tumour
+   for BraTS-like labels, else of any label), matched across time -- first by overlap after resampling
+   the follow-up lesions onto the baseline grid (nearest neighbour), then the remaining ones by centroid
+   distance -- and summed per *track* (one baseline lesion and what it became: also splits and merges),
+   per time point and in total. Two response categories are computed from the result:
+   :func:`recist_response` (RECIST 1.1 on the sum of long axes of target lesions) and
+   :func:`rano_volumetric_response` (the volumetric thresholds of RANO 2.0). Both are **computed
+   suggestions, not a diagnosis**: the criteria also need clinical information, confirmation scans and
+   a reader's judgement that no program has.
+
+Sources of the thresholds (see also ``docs/FOLLOWUP.md``):
+
+* RECIST 1.1: Eisenhauer EA et al., "New response evaluation criteria in solid tumours: revised RECIST
+  guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247.
+* RANO 2.0: Wen PY et al., "RANO 2.0: Update to the Response Assessment in Neuro-Oncology Criteria for
+  High- and Low-Grade Gliomas in Adults", J Clin Oncol 2023;41(33):5187-5199; the volumetric thresholds
+  (+40 % / -65 % volume, the volume equivalents of +25 % / -50 % of the bidimensional product for a
+  sphere) come from Ellingson BM et al., "Modified Criteria for Radiographic Response Assessment in
+  Glioblastoma Clinical Trials", Neurotherapeutics 2017;14(2):307-320.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from seg_app.core.errors import SegAppError
+from seg_app.core.measure import LesionMeasurement, lesion_components, measure_lesions
+from seg_app.core.regions import composite_regions
+from seg_app.core.shape import axial_axis
+from seg_app.core.volume import Volume
+
+__all__ = [
+    "DISCLAIMER_SUGGESTION", "FollowUpResult", "LesionTrack", "RANO_PD_PERCENT", "RANO_PR_PERCENT",
+    "RECIST_PD_ABSOLUTE_MM", "RECIST_PD_PERCENT", "RECIST_PR_PERCENT", "Registration", "RegistrationError",
+    "Response", "Size", "TimePoint", "assess_followup", "identifier_warnings", "identity_registration",
+    "landmark_registration", "match_lesions", "measure_time_point", "rano_volumetric_response",
+    "read_landmarks_csv", "recist_response", "register_rigid", "resample_onto_baseline", "rigid_from_landmarks",
+    "select_targets",
+]
+
+#: The label every response category carries.
+DISCLAIMER_SUGGESTION = "computed suggestion, not a diagnosis"
+
+# RECIST 1.1 (Eisenhauer et al. 2009), sum of the long axes of the target lesions vs baseline (= nadir here)
+RECIST_PR_PERCENT = -30.0  #: partial response: at least a 30 % decrease
+RECIST_PD_PERCENT = 20.0  #: progression: at least a 20 % increase ...
+RECIST_PD_ABSOLUTE_MM = 5.0  #: ... and at least 5 mm in absolute terms
+RECIST_MEASURABLE_MM = 10.0  #: measurable lesion: long axis >= 10 mm (and >= 2 slice thicknesses)
+RECIST_MAX_TARGETS = 5  #: at most five target lesions (RECIST's "two per organ" is not applied: no organ labels)
+# RANO 2.0 volumetric (Wen et al. 2023; Ellingson et al. 2017), total lesion volume vs baseline
+RANO_PR_PERCENT = -65.0  #: partial response: at least a 65 % decrease in volume
+RANO_PD_PERCENT = 40.0  #: progression: at least a 40 % increase in volume
+RANO_MEASURABLE_MM = 10.0  #: measurable: both perpendicular diameters >= 10 mm
+#: A lesion of the follow-up without a baseline counterpart counts as an (unequivocal) new lesion from
+#: this long axis on; smaller ones are listed as new but equivocal and do not make the category PD.
+NEW_LESION_MIN_MM = 5.0
+#: Largest centroid distance (mm, after registration) at which two lesions that do not overlap are matched.
+MATCH_DISTANCE_MM = 10.0
+#: Overlap counts as a match when it is at least this fraction of the smaller of the two lesions.
+MATCH_MIN_OVERLAP_FRACTION = 0.1
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
+
+
+class RegistrationError(SegAppError):
+    """The two scans could not be registered (or the landmarks given cannot define a rigid transform)."""
+
+
+# ---- patient identifiers ----------------------------------------------------------------------
+def identifier_warnings(baseline: Volume, followup: Volume) -> list[str]:
+    """Warnings when the two scans may not be of the same patient, or are in the wrong order.
+
+    Compares patient ID, name, birth date and sex (DICOM, :func:`seg_app.core.patient.patient_info`);
+    the values themselves are never put in a message (they identify the patient).
+    """
+    from seg_app.core.patient import patient_info
+
+    a, b = patient_info(baseline, read_files=False), patient_info(followup, read_files=False)
+    out: list[str] = []
+    if not baseline.series_uid or not followup.series_uid:
+        which = [n for n, v in (("baseline", baseline), ("follow-up", followup)) if not v.series_uid]
+        out.append(f"The {' and '.join(which)} scan{'s have' if len(which) > 1 else ' has'} no patient identifiers "
+                   "(not DICOM): check yourself that both scans are of the same patient.")
+    else:
+        differ = [label for label, x, y in (("patient ID", a.patient_id, b.patient_id),
+                                            ("patient name", a.patient_name, b.patient_name),
+                                            ("birth date", a.birth_date, b.birth_date), ("sex", a.sex, b.sex))
+                  if x and y and x.strip().upper() != y.strip().upper()]
+        if differ:
+            out.append(f"The two scans have different {', '.join(differ)}: they may not be of the same patient.")
+        elif not (a.patient_id and b.patient_id):
+            out.append("A scan has no patient ID: check yourself that both scans are of the same patient.")
+    if a.study_date and b.study_date and b.study_date < a.study_date:
+        out.append("The follow-up study date is before the baseline's: are the two scans swapped?")
+    return out
+
+
+# ---- geometry helpers ----------------------------------------------------------------------------
+def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, np.float64)
+    return pts @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def _rotation_deg(matrix: np.ndarray) -> float:
+    c = (float(np.trace(matrix[:3, :3])) - 1.0) / 2.0
+    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
+
+
+def resample_onto_baseline(array: np.ndarray, affine: np.ndarray, baseline: Volume, transform: np.ndarray,
+                           order: int = 0, cval: float = 0.0) -> np.ndarray:
+    """An ``(I, J, K)`` follow-up array (voxel->RAS ``affine``) on the baseline grid.
+
+    Args:
+        transform: 4x4 baseline RAS mm -> follow-up RAS mm (:attr:`Registration.matrix`).
+        order: 0 nearest neighbour (label maps), 1 trilinear (images).
+        cval: value outside the follow-up's field of view.
+    """
+    m = np.linalg.inv(np.asarray(affine, np.float64)) @ np.asarray(transform, np.float64) @ baseline.affine
+    return ndimage.affine_transform(np.asarray(array), m[:3, :3], m[:3, 3], output_shape=baseline.shape,
+                                    order=order, mode="constant", cval=cval, prefilter=False)
+
+
+def _foreground(image: np.ndarray) -> np.ndarray:
+    """Voxels of the body (brain, head): above 10 % of the robust intensity range."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return np.zeros(image.shape, bool)
+    lo, hi = np.percentile(finite[:: max(1, finite.size // 200_000)], [1, 99])
+    return image > lo + 0.1 * (hi - lo)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float | None:
+    x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
+    if x.size < 10 or x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+# ---- registration ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Registration:
+    """A rigid transform between the two time points and how trustworthy it looks.
+
+    Attributes:
+        matrix: 4x4, baseline RAS mm -> follow-up RAS mm (a point of the baseline's anatomy is at
+            ``matrix @ p`` in the follow-up scan).
+        method: ``"mutual information"``, ``"landmarks"`` or ``"identity"`` (scanner coordinates as acquired).
+        rotation_deg, translation_mm: size of the transform (angle of the rotation, length of the shift
+            of the baseline's body centre).
+        mean_displacement_mm: mean distance by which the corners of the baseline's body bounding box move.
+        correlation_before, correlation_after: Pearson correlation of the baseline image and the
+            follow-up image over the baseline's body, in scanner coordinates and after registration
+            (same contrast: close to 1 when aligned).
+        metric_initial, metric_final: Mattes mutual information (lower is better) before and after.
+        landmark_rms_mm: residual of the landmarks after the landmark fit.
+        warnings: what to check on the images.
+    """
+
+    matrix: np.ndarray
+    method: str
+    rotation_deg: float
+    translation_mm: float
+    mean_displacement_mm: float
+    correlation_before: float | None = None
+    correlation_after: float | None = None
+    metric_initial: float | None = None
+    metric_final: float | None = None
+    iterations: int | None = None
+    stop_condition: str = ""
+    landmark_rms_mm: float | None = None
+    n_landmarks: int = 0
+    seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """4x4 follow-up RAS mm -> baseline RAS mm."""
+        return np.linalg.inv(self.matrix)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "baseline_to_followup_ras": [[float(v) for v in row] for row in self.matrix],
+                "rotation_deg": self.rotation_deg, "translation_mm": self.translation_mm,
+                "mean_displacement_mm": self.mean_displacement_mm, "correlation_before": self.correlation_before,
+                "correlation_after": self.correlation_after, "metric_initial": self.metric_initial,
+                "metric_final": self.metric_final, "iterations": self.iterations, "stop_condition": self.stop_condition,
+                "landmark_rms_mm": self.landmark_rms_mm, "n_landmarks": self.n_landmarks,
+                "seconds": round(self.seconds, 3), "warnings": list(self.warnings)}
+
+
+def _quality(matrix: np.ndarray, baseline: Volume, followup: Volume, method: str, **extra: Any) -> Registration:
+    """Size of the transform, box-corner displacement and image correlation before/after."""
+    fixed = np.asarray(baseline.array[0], np.float32)
+    body = _foreground(fixed)
+    idx = np.argwhere(body) if body.any() else np.array([[0, 0, 0], np.array(baseline.shape) - 1])
+    lo, hi = idx.min(0), idx.max(0)
+    corners = baseline.voxel_to_world(np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
+                                                for c in (lo[2], hi[2])], np.float64))
+    centre = baseline.voxel_to_world((lo + hi) / 2.0)
+    moving = np.asarray(followup.array[0], np.float32)
+    before = _correlation(fixed, resample_onto_baseline(moving, followup.affine, baseline, np.eye(4), order=1), body)
+    after = _correlation(fixed, resample_onto_baseline(moving, followup.affine, baseline, matrix, order=1), body)
+    warnings = list(extra.pop("warnings", ()))
+    if before is not None and after is not None and after < before - 0.02:
+        warnings.append(f"After registration the images agree less than in scanner coordinates (correlation "
+                        f"{after:.2f} vs {before:.2f}): check the alignment; give landmarks (--landmarks) if it is off.")
+    elif after is not None and after < 0.5:
+        warnings.append(f"The registered images correlate poorly ({after:.2f}); fine for different contrasts, "
+                        "otherwise check the alignment and give landmarks (--landmarks) if it is off.")
+    rot = _rotation_deg(matrix)
+    if rot > 30.0:
+        warnings.append(f"The registration rotates the follow-up by {rot:.0f} degrees: check the alignment.")
+    return Registration(
+        matrix=np.asarray(matrix, np.float64), method=method, rotation_deg=rot,
+        translation_mm=float(np.linalg.norm(_apply(matrix, centre[None])[0] - centre)),
+        mean_displacement_mm=float(np.linalg.norm(_apply(matrix, corners) - corners, axis=1).mean()),
+        correlation_before=before, correlation_after=after, warnings=tuple(warnings), **extra)
+
+
+def _to_sitk(volume: Volume):
+    """First channel of ``volume`` as a float32 SimpleITK image (LPS physical space, same voxels)."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(volume.array[0], np.float32).transpose(2, 1, 0)))
+    lps = _RAS_TO_LPS @ volume.affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    img.SetOrigin([float(v) for v in lps[:3, 3]])
+    return img
+
+
+def _matrix_from_sitk(transform, centre_lps: np.ndarray) -> np.ndarray:
+    """The 4x4 RAS matrix of a SimpleITK transform (fixed LPS -> moving LPS), read off four points."""
+    pts = centre_lps + np.vstack([np.zeros(3), 50.0 * np.eye(3)])
+    out = np.array([transform.TransformPoint([float(v) for v in p]) for p in pts])
+    lin = ((out[1:] - out[0]) / 50.0).T
+    lps = np.eye(4)
+    lps[:3, :3] = lin
+    lps[:3, 3] = out[0] - lin @ pts[0]
+    return _RAS_TO_LPS @ lps @ _RAS_TO_LPS
+
+
+def register_rigid(baseline: Volume, followup: Volume, *, sampling_percentage: float = 0.05, seed: int = 20240101,
+                   threads: int = 1, max_iterations: int = 200) -> Registration:
+    """Rigid registration of ``followup`` onto ``baseline`` (first channels) by mutual information.
+
+    Mattes mutual information (32 bins) on a random 5 % of the voxels drawn with a fixed ``seed``,
+    regular-step gradient descent with scales from physical shifts, shrink factors 4/2/1 with smoothing
+    sigmas 2/1/0 voxels, an ``Euler3DTransform`` started from the images' centres of mass. One thread by
+    default: the result is then identical on every machine (more threads sum in another order).
+
+    Raises:
+        RegistrationError: SimpleITK missing, or the optimiser failed (e.g. no overlap).
+    """
+    import time
+
+    try:
+        import SimpleITK as sitk
+    except ImportError as exc:  # the standalone bundle leaves SimpleITK out (size)
+        raise RegistrationError("Automatic registration needs the SimpleITK package, which this installation "
+                                "lacks; install it (pip install SimpleITK) or give landmarks (--landmarks).") from exc
+    t0 = time.perf_counter()
+    fixed, moving = _to_sitk(baseline), _to_sitk(followup)
+    shift_f = float(np.min(sitk.GetArrayViewFromImage(fixed)))
+    shift_m = float(np.min(sitk.GetArrayViewFromImage(moving)))
+    fixed, moving = fixed - shift_f, moving - shift_m  # moments need non-negative "mass" (CT air at 0)
+    try:
+        init = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
+        reg = sitk.ImageRegistrationMethod()
+        reg.SetNumberOfThreads(int(threads))
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(float(sampling_percentage), int(seed))
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=int(max_iterations),
+                                                     gradientMagnitudeTolerance=1e-8)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel([4, 2, 1])
+        reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+        reg.SetInitialTransform(sitk.Euler3DTransform(), inPlace=False)
+        metric_initial = float(reg.MetricEvaluate(fixed, moving))  # scanner coordinates as acquired
+        reg.SetInitialTransform(init, inPlace=False)
+        final = reg.Execute(fixed, moving)
+    except RuntimeError as exc:
+        msg = " ".join(str(exc).split())[-200:]
+        raise RegistrationError(f"The follow-up could not be registered onto the baseline ({msg}); give landmarks "
+                                "(--landmarks).") from exc
+    centre = _RAS_TO_LPS[:3, :3] @ baseline.voxel_to_world((np.array(baseline.shape) - 1) / 2.0)
+    matrix = _matrix_from_sitk(final, centre)
+    metric_final = float(reg.GetMetricValue())
+    warnings = []
+    if metric_final > metric_initial:
+        warnings.append("Mutual information is lower after registration than in scanner coordinates: check the "
+                        "alignment; give landmarks (--landmarks) if it is off.")
+    return _quality(matrix, baseline, followup, "mutual information", metric_initial=metric_initial,
+                    metric_final=metric_final, iterations=int(reg.GetOptimizerIteration()),
+                    stop_condition=str(reg.GetOptimizerStopConditionDescription()),
+                    seconds=time.perf_counter() - t0, warnings=warnings)
+
+
+def identity_registration(baseline: Volume, followup: Volume) -> Registration:
+    """No registration: the scans are compared in scanner coordinates as acquired."""
+    return _quality(np.eye(4), baseline, followup, "identity")
+
+
+def rigid_from_landmarks(fixed_pts: Sequence[Sequence[float]], moving_pts: Sequence[Sequence[float]]) -> tuple[np.ndarray, float]:
+    """Least-squares rigid transform (Kabsch) with ``matrix @ fixed ~= moving``.
+
+    Args:
+        fixed_pts, moving_pts: ``(N, 3)`` corresponding points in mm (``N >= 3``, not all on one line);
+            here baseline and follow-up RAS.
+
+    Returns:
+        the 4x4 matrix and the root-mean-square residual in mm.
+
+    Raises:
+        RegistrationError: fewer than three pairs, different counts, non-finite or collinear points.
+    """
+    p = np.asarray(fixed_pts, np.float64)
+    q = np.asarray(moving_pts, np.float64)
+    if p.ndim != 2 or p.shape[1:] != (3,) or p.shape != q.shape:
+        raise RegistrationError(f"Landmarks must be pairs of 3D points; got {p.shape} and {q.shape}.")
+    if len(p) < 3:
+        raise RegistrationError(f"A rigid transform needs at least 3 landmark pairs; got {len(p)}.")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
+        raise RegistrationError("The landmarks contain non-numeric or infinite coordinates.")
+    cp, cq = p.mean(0), q.mean(0)
+    pc, qc = p - cp, q - cq
+    sv = np.linalg.svd(pc, compute_uv=False)
+    if sv[1] < 1e-3 * max(sv[0], 1e-9):
+        raise RegistrationError("The baseline landmarks lie on one line: a rigid transform needs points spread in two directions.")
+    u, _, vt = np.linalg.svd(pc.T @ qc)
+    d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
+    rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    m = np.eye(4)
+    m[:3, :3] = rot
+    m[:3, 3] = cq - rot @ cp
+    rms = float(np.sqrt(np.mean(np.sum((_apply(m, p) - q) ** 2, axis=1))))
+    return m, rms
+
+
+def landmark_registration(baseline: Volume, followup: Volume, baseline_pts: Sequence[Sequence[float]],
+                          followup_pts: Sequence[Sequence[float]]) -> Registration:
+    """The rigid transform defined by landmark pairs (baseline RAS mm, follow-up RAS mm), with its quality."""
+    matrix, rms = rigid_from_landmarks(baseline_pts, followup_pts)
+    warnings = [f"The landmarks fit a rigid transform with a residual of {rms:.1f} mm: check the landmark pairs."] \
+        if rms > 5.0 else []
+    return _quality(matrix, baseline, followup, "landmarks", landmark_rms_mm=rms, n_landmarks=len(baseline_pts),
+                    warnings=warnings)
+
+
+_LANDMARK_COLUMNS = ("baseline_x", "baseline_y", "baseline_z", "followup_x", "followup_y", "followup_z")
+
+
+def read_landmarks_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Landmark pairs from a CSV file: ``(baseline (N, 3), follow-up (N, 3))`` in RAS mm.
+
+    Either a header with the columns ``baseline_x, baseline_y, baseline_z, followup_x, followup_y,
+    followup_z`` (any order, other columns such as a name ignored), or no header and six numbers per
+    row in that order. Rows starting with ``#`` are comments.
+
+    Raises:
+        RegistrationError: unreadable file, missing columns, non-numeric values, fewer than 3 rows.
+    """
+    p = Path(path)
+    try:
+        lines = [ln for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistrationError(f"The landmark file {p} cannot be read ({exc}).") from exc
+    rows = list(csv.reader(lines))
+    if not rows:
+        raise RegistrationError(f"The landmark file {p.name} has no landmark rows.")
+    head = [c.strip().lower() for c in rows[0]]
+    if all(c in head for c in _LANDMARK_COLUMNS):
+        cols, body = [head.index(c) for c in _LANDMARK_COLUMNS], rows[1:]
+    elif any(c and not _is_number(c) for c in head):
+        raise RegistrationError(f"The landmark file {p.name} needs the columns {', '.join(_LANDMARK_COLUMNS)} "
+                                "(RAS mm), or six numbers per row.")
+    else:
+        cols, body = list(range(6)), rows
+    pts = []
+    for n, row in enumerate(body, start=2 if body is not rows else 1):
+        try:
+            pts.append([float(row[c]) for c in cols])
+        except (IndexError, ValueError) as exc:
+            raise RegistrationError(f"The landmark file {p.name} has a bad row {n}: six numbers (RAS mm) expected.") from exc
+    arr = np.array(pts, np.float64).reshape(-1, 6)
+    if len(arr) < 3:
+        raise RegistrationError(f"The landmark file {p.name} has {len(arr)} pair(s); a rigid transform needs at least 3.")
+    return arr[:, :3], arr[:, 3:]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+# ---- lesions at one time point -----------------------------------------------------------------
+@dataclass
+class TimePoint:
+    """The lesions of one scan: measurements and the map of lesion numbers on the scan's grid.
+
+    ``lesion_map`` holds ``n`` at the voxels of ``lesions[n - 1]`` (0 elsewhere). ``regions`` is the
+    BraTS composite mapping (WT/TC/ET) when the labels allow it.
+    """
+
+    lesions: list[LesionMeasurement]
+    lesion_map: np.ndarray
+    regions: dict[str, tuple[int, ...]]
+    voxel_ml: float
+
+
+def measure_time_point(labels: np.ndarray, scan: Volume, label_names: Mapping[int, str] | None = None) -> TimePoint:
+    """Measure the lesions of a label map ``(I, J, K)`` on ``scan``'s grid (the app's lesion definition)."""
+    lab = np.asarray(labels)
+    if lab.shape != scan.shape:
+        raise ValueError(f"The label map has shape {lab.shape} but the scan has shape {scan.shape}.")
+    names = {int(v): str(n) for v, n in (label_names or {}).items()}
+    for v in np.unique(lab):
+        if v:
+            names.setdefault(int(v), f"label {int(v)}")
+    regions = composite_regions(names)
+    if regions:
+        mask = np.isin(lab, regions["WT"])
+        lesions = measure_lesions(scan.with_array(lab[None]), image=scan, label_names=names, regions=regions)
+    else:
+        mask = lab > 0
+        lesions = measure_lesions(scan.with_array(mask.astype(np.uint8)[None]), image=scan, label_names={1: "lesion"})
+    cc, n = lesion_components(mask.astype(np.uint8))
+    lut = np.zeros(n + 1, np.int32)
+    if n:
+        objects = ndimage.find_objects(cc)
+        counts = np.bincount(cc.ravel(), minlength=n + 1)
+        key = {(les.bbox_min_voxel, les.bbox_max_voxel, les.voxel_count): i + 1 for i, les in enumerate(lesions)}
+        for cid, sl in enumerate(objects, start=1):
+            if sl is None:
+                continue
+            k = (tuple(s.start for s in sl), tuple(s.stop - 1 for s in sl), int(counts[cid]))
+            lut[cid] = key.get(k, 0)
+    return TimePoint(lesions, lut[cc], regions, scan.voxel_volume_ml)
+
+
+# ---- matching -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Size:
+    """Sizes of the lesions of a track at one time point (sums over its lesions; 0 when none)."""
+
+    volume_ml: float = 0.0
+    long_axis_mm: float = 0.0  # sum of RECIST long axes (a split lesion: its fragments' long axes added)
+    short_axis_mm: float = 0.0
+    product_mm2: float = 0.0  # sum of long x perpendicular short axis (RANO bidimensional product)
+    region_volumes_ml: dict[str, float] | None = None
+
+    @classmethod
+    def of(cls, lesions: Sequence[LesionMeasurement]) -> Size:
+        regions = [les.region_volumes_ml for les in lesions if les.region_volumes_ml]
+        return cls(
+            volume_ml=float(sum(les.volume_ml for les in lesions)),
+            long_axis_mm=float(sum(les.long_axis_mm for les in lesions)),
+            short_axis_mm=float(sum(les.short_axis_mm for les in lesions)),
+            product_mm2=float(sum(les.long_axis_mm * les.short_axis_mm for les in lesions)),
+            region_volumes_ml={k: float(sum(r.get(k, 0.0) for r in regions)) for k in regions[0]} if regions else None,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {"volume_ml": self.volume_ml, "long_axis_mm": self.long_axis_mm, "short_axis_mm": self.short_axis_mm,
+             "bidimensional_product_mm2": self.product_mm2}
+        if self.region_volumes_ml is not None:
+            d["region_volumes_ml"] = dict(self.region_volumes_ml)
+        return d
+
+
+def _percent(before: float, after: float) -> float | None:
+    return None if before <= 0 else 100.0 * (after - before) / before
+
+
+def _change(a: Size, b: Size) -> dict[str, Any]:
+    return {"volume_ml": b.volume_ml - a.volume_ml, "volume_percent": _percent(a.volume_ml, b.volume_ml),
+            "long_axis_mm": b.long_axis_mm - a.long_axis_mm, "long_axis_percent": _percent(a.long_axis_mm, b.long_axis_mm),
+            "bidimensional_product_mm2": b.product_mm2 - a.product_mm2,
+            "bidimensional_product_percent": _percent(a.product_mm2, b.product_mm2)}
+
+
+@dataclass
+class LesionTrack:
+    """One lesion followed over time: baseline lesion(s) and what became of them.
+
+    ``status``: ``matched`` (one to one), ``split`` (one baseline lesion, several follow-up lesions),
+    ``merged`` (several into one), ``split/merged``, ``disappeared``, ``new`` (unequivocal: long axis
+    >= :data:`NEW_LESION_MIN_MM`) or ``new (equivocal)``. ``baseline_ids`` / ``followup_ids`` are the
+    ``lesion_id`` values of the measurements of each time point.
+    """
+
+    track_id: int
+    status: str
+    baseline_ids: tuple[int, ...]
+    followup_ids: tuple[int, ...]
+    matched_by: str | None
+    overlap_ml: float
+    centroid_distance_mm: float | None
+    baseline: Size
+    followup: Size
+    target: bool = False
+
+    @property
+    def is_new(self) -> bool:
+        return self.status.startswith("new")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"track": self.track_id, "status": self.status, "target": self.target,
+                "baseline_lesions": list(self.baseline_ids), "followup_lesions": list(self.followup_ids),
+                "matched_by": self.matched_by, "overlap_ml": self.overlap_ml,
+                "centroid_distance_mm": self.centroid_distance_mm, "baseline": self.baseline.as_dict(),
+                "followup": self.followup.as_dict(), "change": _change(self.baseline, self.followup)}
+
+
+def _weighted_centroid(lesions: Sequence[LesionMeasurement]) -> np.ndarray:
+    w = np.array([les.volume_ml for les in lesions])
+    c = np.array([les.centroid_ras_mm for les in lesions])
+    return (c * w[:, None]).sum(0) / max(w.sum(), 1e-12)
+
+
+def match_lesions(base: TimePoint, follow: TimePoint, followup_map_on_baseline: np.ndarray, registration: Registration,
+                  max_distance_mm: float = MATCH_DISTANCE_MM, min_overlap_fraction: float = MATCH_MIN_OVERLAP_FRACTION,
+                  new_lesion_min_mm: float = NEW_LESION_MIN_MM) -> list[LesionTrack]:
+    """Tracks of lesions across time: overlap after registration, then centroid distance.
+
+    Args:
+        followup_map_on_baseline: ``follow.lesion_map`` resampled onto the baseline grid (nearest neighbour).
+        registration: gives the follow-up centroids in baseline coordinates.
+        max_distance_mm: largest centroid distance for lesions that do not overlap.
+        min_overlap_fraction: overlap needed, as a fraction of the smaller lesion (on the baseline grid).
+        new_lesion_min_mm: a new lesion with a shorter long axis is ``new (equivocal)``.
+    """
+    nb, nf = len(base.lesions), len(follow.lesions)
+    bmap, fmap = base.lesion_map, np.asarray(followup_map_on_baseline)
+    size_b = np.bincount(bmap.ravel(), minlength=nb + 1)
+    size_f = np.bincount(fmap.ravel(), minlength=nf + 1)[: nf + 1]
+    both = (bmap > 0) & (fmap > 0)
+    overlap: dict[tuple[int, int], int] = {}
+    if both.any():
+        keys, counts = np.unique(np.stack([bmap[both], fmap[both]], 1), axis=0, return_counts=True)
+        overlap = {(int(k[0]), int(k[1])): int(c) for k, c in zip(keys, counts)}
+    # union-find over baseline nodes 1..nb and follow-up nodes nb+1..nb+nf
+    parent = list(range(nb + nf + 1))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    linked_by: dict[int, str] = {}
+    for (b, f), c in overlap.items():
+        if c >= min_overlap_fraction * max(1, min(size_b[b], size_f[f])):
+            parent[find(nb + f)] = find(b)
+            linked_by[b] = linked_by[nb + f] = "overlap"
+    free_b = [b for b in range(1, nb + 1) if b not in linked_by]
+    free_f = [f for f in range(1, nf + 1) if nb + f not in linked_by]
+    if free_b and free_f:  # centroid distance in baseline coordinates, greedy by distance
+        cb = np.array([base.lesions[b - 1].centroid_ras_mm for b in free_b])
+        cf = _apply(registration.inverse, np.array([follow.lesions[f - 1].centroid_ras_mm for f in free_f]))
+        dist = np.linalg.norm(cb[:, None, :] - cf[None, :, :], axis=2)
+        for i, j in sorted(np.ndindex(dist.shape), key=lambda ij: dist[ij]):
+            b, f = free_b[i], free_f[j]
+            if dist[i, j] > max_distance_mm:
+                break
+            if b in linked_by or nb + f in linked_by:
+                continue
+            parent[find(nb + f)] = find(b)
+            linked_by[b] = linked_by[nb + f] = "distance"
+    groups: dict[int, tuple[list[int], list[int]]] = {}
+    for b in range(1, nb + 1):
+        groups.setdefault(find(b), ([], []))[0].append(b)
+    for f in range(1, nf + 1):
+        groups.setdefault(find(nb + f), ([], []))[1].append(f)
+    ordered = sorted(groups.values(), key=lambda g: (0, min(g[0])) if g[0] else (1, min(g[1])))
+    tracks: list[LesionTrack] = []
+    for tid, (bs, fs) in enumerate(ordered, start=1):
+        bl = [base.lesions[b - 1] for b in bs]
+        fl = [follow.lesions[f - 1] for f in fs]
+        sb, sf = Size.of(bl), Size.of(fl)
+        if bs and fs:
+            status = "matched" if len(bs) == len(fs) == 1 else "split" if len(bs) == 1 else "merged" if len(fs) == 1 else "split/merged"
+            dist = float(np.linalg.norm(_weighted_centroid(bl) - _apply(registration.inverse, _weighted_centroid(fl)[None])[0]))
+            ov = sum(c for (b, f), c in overlap.items() if b in bs and f in fs) * base.voxel_ml
+            by = linked_by.get(bs[0])
+        elif bs:
+            status, dist, ov, by = "disappeared", None, 0.0, None
+        else:
+            status = "new" if sf.long_axis_mm >= new_lesion_min_mm else "new (equivocal)"
+            dist, ov, by = None, 0.0, None
+        tracks.append(LesionTrack(tid, status, tuple(les.lesion_id for les in bl), tuple(les.lesion_id for les in fl),
+                                  by, float(ov), dist, sb, sf))
+    return tracks
+
+
+# ---- response categories ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Response:
+    """A response category with the numbers behind it; always a computed suggestion, not a diagnosis."""
+
+    criteria: str
+    category: str  # CR, PR, SD, PD, non-CR/non-PD, NE
+    name: str
+    baseline_value: float | None
+    followup_value: float | None
+    unit: str
+    change: float | None
+    change_percent: float | None
+    reasons: tuple[str, ...]
+    thresholds: dict[str, float]
+    notes: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"criteria": self.criteria, "category": self.category, "name": self.name,
+                "label": DISCLAIMER_SUGGESTION, "baseline": self.baseline_value, "followup": self.followup_value,
+                "unit": self.unit, "change": self.change, "change_percent": self.change_percent,
+                "reasons": list(self.reasons), "thresholds": dict(self.thresholds), "notes": list(self.notes)}
+
+
+_NAMES = {"CR": "complete response", "PR": "partial response", "SD": "stable disease", "PD": "progressive disease",
+          "non-CR/non-PD": "non-CR/non-PD (no measurable target lesion)", "NE": "not evaluable"}
+
+
+def select_targets(base: TimePoint, min_long_axis_mm: float = RECIST_MEASURABLE_MM,
+                   max_targets: int = RECIST_MAX_TARGETS) -> set[int]:
+    """Baseline ``lesion_id``s of the RECIST target lesions: the largest (long axis) measurable ones."""
+    measurable = [les for les in base.lesions if les.long_axis_mm >= min_long_axis_mm]
+    measurable.sort(key=lambda les: (-les.long_axis_mm, les.lesion_id))
+    return {les.lesion_id for les in measurable[:max_targets]}
+
+
+def recist_response(tracks: Sequence[LesionTrack], base: TimePoint, targets: set[int],
+                    min_long_axis_mm: float = RECIST_MEASURABLE_MM) -> Response:
+    """RECIST 1.1 from the sum of the long axes of the target lesions, baseline as nadir.
+
+    Args:
+        targets: baseline ``lesion_id``s of the target lesions (:func:`select_targets`); the follow-up sum
+            is over the tracks holding them (fragments of a split lesion added, a merged lesion once).
+
+    CR: every target lesion gone (and every other lesion: else PR); PR: sum down by >= 30 %; PD: sum up by
+    >= 20 % and >= 5 mm, or any unequivocal new lesion; else SD. Without a measurable target lesion:
+    PD (new lesion), CR (everything gone), non-CR/non-PD, or NE (no lesion at all at baseline).
+    """
+    thresholds = {"PR_percent": RECIST_PR_PERCENT, "PD_percent": RECIST_PD_PERCENT, "PD_absolute_mm": RECIST_PD_ABSOLUTE_MM,
+                  "measurable_long_axis_mm": min_long_axis_mm}
+    notes = ("Baseline is used as the nadir (two time points).", "Non-target progression, lymph nodes, "
+             "confirmation scans and clinical status are not assessed.", "RECIST's limit of two target lesions "
+             "per organ is not applied.")
+    new = [t for t in tracks if t.status == "new"]
+    target_tracks = [t for t in tracks if targets & set(t.baseline_ids)]
+    base_sum = float(sum(les.long_axis_mm for les in base.lesions if les.lesion_id in targets))
+    follow_sum = float(sum(t.followup.long_axis_mm for t in target_tracks))
+    reasons: list[str] = [f"{len(new)} new lesion(s)"] if new else []
+    if not target_tracks:
+        if new:
+            cat = "PD"
+        elif not base.lesions:
+            cat = "NE"
+            reasons.append("no lesion at baseline")
+        elif sum(t.followup.volume_ml for t in tracks) == 0:
+            cat = "CR"
+            reasons.append("every lesion disappeared")
+        else:
+            cat = "non-CR/non-PD"
+            reasons.append(f"no measurable lesion (long axis >= {min_long_axis_mm:g} mm) at baseline")
+        return Response("RECIST 1.1", cat, _NAMES[cat], None, None, "mm", None, None, tuple(reasons), thresholds, notes)
+    change = follow_sum - base_sum
+    pct = _percent(base_sum, follow_sum)
+    desc = f"sum of long axes {base_sum:.1f} -> {follow_sum:.1f} mm ({pct:+.1f} %, {change:+.1f} mm)"
+    grows = pct is not None and pct >= RECIST_PD_PERCENT and change >= RECIST_PD_ABSOLUTE_MM
+    if new or grows:
+        cat = "PD"
+        reasons.append(desc + (f": at least +{RECIST_PD_PERCENT:g} % and +{RECIST_PD_ABSOLUTE_MM:g} mm" if grows else ""))
+    elif follow_sum == 0:
+        others = sum(t.followup.volume_ml for t in tracks if t not in target_tracks)
+        cat = "CR" if others == 0 else "PR"
+        reasons.append("every target lesion disappeared" + ("" if others == 0 else ", other lesions remain"))
+    elif pct is not None and pct <= RECIST_PR_PERCENT:
+        cat = "PR"
+        reasons.append(f"{desc}: at most {RECIST_PR_PERCENT:g} %")
+    else:
+        cat = "SD"
+        reasons.append(f"{desc}: neither {RECIST_PR_PERCENT:g} % nor +{RECIST_PD_PERCENT:g} %")
+    return Response("RECIST 1.1", cat, _NAMES[cat], base_sum, follow_sum, "mm", change, pct, tuple(reasons), thresholds, notes)
+
+
+def _region_volume(size: Size, region: str) -> float:
+    if region == "lesion":
+        return size.volume_ml
+    return float((size.region_volumes_ml or {}).get(region, 0.0))
+
+
+def rano_volumetric_response(tracks: Sequence[LesionTrack], base: TimePoint, region: str = "lesion") -> Response:
+    """Volumetric RANO 2.0 from the total volume of all lesions (or of one BraTS region of them).
+
+    CR: no lesion left (baseline had some); PR: volume down by >= 65 % (only with a measurable lesion,
+    both perpendicular diameters >= 10 mm, at baseline); PD: volume up by >= 40 %, or any unequivocal
+    new lesion; else SD. NE without any lesion at baseline and no new one.
+
+    Args:
+        region: ``"lesion"`` (every segmented lesion voxel), or ``"WT"``, ``"TC"``, ``"ET"`` for BraTS labels
+            (RANO 2.0 measures enhancing disease of enhancing gliomas: ``"ET"``).
+    """
+    thresholds = {"PR_percent": RANO_PR_PERCENT, "PD_percent": RANO_PD_PERCENT, "measurable_diameters_mm": RANO_MEASURABLE_MM}
+    notes = ("Baseline is used as the reference (two time points).", "Non-enhancing (T2/FLAIR) disease, "
+             "corticosteroids, clinical status and confirmation scans are not assessed.",
+             f"Volume: {'all segmented lesion voxels' if region == 'lesion' else 'region ' + region} of every lesion "
+             "(no target selection).")
+    if region != "lesion" and region not in base.regions:
+        raise ValueError(f"The region {region} needs BraTS-like labels (necrotic core, oedema, enhancing); "
+                         "these masks have none.")
+    new = [t for t in tracks if t.status == "new"]
+    vb = float(sum(_region_volume(t.baseline, region) for t in tracks))
+    vf = float(sum(_region_volume(t.followup, region) for t in tracks))
+    change, pct = vf - vb, _percent(vb, vf)
+    reasons: list[str] = [f"{len(new)} new lesion(s)"] if new else []
+    measurable = any(les.long_axis_mm >= RANO_MEASURABLE_MM and les.short_axis_mm >= RANO_MEASURABLE_MM for les in base.lesions)
+    if vb == 0:
+        cat = "PD" if new else "NE"
+        if not new:
+            reasons.append("no lesion volume at baseline")
+        return Response("RANO 2.0 (volumetric)", cat, _NAMES[cat], vb, vf, "mL", change, None, tuple(reasons), thresholds, notes)
+    desc = f"volume {vb:.2f} -> {vf:.2f} mL ({pct:+.1f} %)"
+    if new or pct >= RANO_PD_PERCENT:
+        cat = "PD"
+        reasons.append(desc + (f": at least +{RANO_PD_PERCENT:g} %" if pct >= RANO_PD_PERCENT else ""))
+    elif vf == 0:
+        cat = "CR"
+        reasons.append("no lesion volume left")
+    elif pct <= RANO_PR_PERCENT and measurable:
+        cat = "PR"
+        reasons.append(f"{desc}: at most {RANO_PR_PERCENT:g} %")
+    else:
+        cat = "SD"
+        if pct <= RANO_PR_PERCENT:
+            reasons.append(f"{desc}, but no measurable lesion (>= {RANO_MEASURABLE_MM:g} x {RANO_MEASURABLE_MM:g} mm) at baseline")
+        else:
+            reasons.append(f"{desc}: neither {RANO_PR_PERCENT:g} % nor +{RANO_PD_PERCENT:g} %")
+    return Response("RANO 2.0 (volumetric)", cat, _NAMES[cat], vb, vf, "mL", change, pct, tuple(reasons), thresholds, notes)
+
+
+# ---- the whole assessment ------------------------------------------------------------------------------
+@dataclass
+class FollowUpResult:
+    """Everything :func:`assess_followup` computed; :meth:`as_dict` is the JSON document's core."""
+
+    registration: Registration
+    baseline: TimePoint
+    followup: TimePoint
+    followup_map_on_baseline: np.ndarray  # follow-up lesion numbers on the baseline grid
+    tracks: list[LesionTrack]
+    recist: Response
+    rano: Response
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        a = Size.of(self.baseline.lesions)
+        b = Size.of(self.followup.lesions)
+        return {"baseline": {"lesions": len(self.baseline.lesions), **a.as_dict()},
+                "followup": {"lesions": len(self.followup.lesions), **b.as_dict()}, "change": _change(a, b),
+                "new_lesions": sum(1 for t in self.tracks if t.status == "new"),
+                "new_lesions_equivocal": sum(1 for t in self.tracks if t.status == "new (equivocal)"),
+                "disappeared_lesions": sum(1 for t in self.tracks if t.status == "disappeared")}
+
+    def as_dict(self) -> dict[str, Any]:
+        return _clean({"registration": self.registration.as_dict(), "tracks": [t.as_dict() for t in self.tracks],
+                       "totals": self.totals, "response": {"label": DISCLAIMER_SUGGESTION,
+                                                           "recist_1_1": self.recist.as_dict(),
+                                                           "rano_2_0_volumetric": self.rano.as_dict()},
+                       "baseline_lesions": [les.to_dict() for les in self.baseline.lesions],
+                       "followup_lesions": [les.to_dict() for les in self.followup.lesions],
+                       "warnings": list(self.warnings)})
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(float(v)) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def assess_followup(baseline: Volume, baseline_labels: np.ndarray, followup: Volume, followup_labels: np.ndarray,
+                    registration: Registration, *, baseline_names: Mapping[int, str] | None = None,
+                    followup_names: Mapping[int, str] | None = None, rano_region: str = "lesion",
+                    max_distance_mm: float = MATCH_DISTANCE_MM, new_lesion_min_mm: float = NEW_LESION_MIN_MM) -> FollowUpResult:
+    """Measure, match and categorise the lesions of two time points (see the module docstring).
+
+    Args:
+        baseline, followup: the scans (any grids; each label map on its own scan's grid).
+        baseline_labels, followup_labels: integer label maps ``(I, J, K)``.
+        registration: from :func:`register_rigid` / :func:`landmark_registration` / :func:`identity_registration`.
+        baseline_names, followup_names: label value -> name (BraTS names make lesions whole tumours with
+            WT/TC/ET volumes).
+        rano_region: volume used by RANO: ``"lesion"`` or a BraTS region ``"WT"``/``"TC"``/``"ET"``.
+    """
+    base = measure_time_point(baseline_labels, baseline, baseline_names)
+    follow = measure_time_point(followup_labels, followup, followup_names)
+    warnings = identifier_warnings(baseline, followup) + list(registration.warnings)
+    if bool(base.regions) != bool(follow.regions):
+        warnings.append("Only one of the two masks has tumour sub-regions (necrotic core, oedema, enhancing): "
+                        "lesions are compared as whole lesions.")
+    fmap = resample_onto_baseline(follow.lesion_map, followup.affine, baseline, registration.matrix, order=0)
+    lost = set(range(1, len(follow.lesions) + 1)) - set(np.unique(fmap).tolist())
+    if lost:
+        warnings.append(f"{len(lost)} follow-up lesion(s) lie outside the baseline scan's field of view after "
+                        "registration; they are matched by centroid distance only.")
+    tracks = match_lesions(base, follow, fmap, registration, max_distance_mm=max_distance_mm, new_lesion_min_mm=new_lesion_min_mm)
+    axial = axial_axis(baseline.affine)
+    min_long = max(RECIST_MEASURABLE_MM, 2.0 * baseline.spacing[axial])
+    targets = select_targets(base, min_long_axis_mm=min_long)
+    for t in tracks:
+        t.target = bool(targets & set(t.baseline_ids))
+    recist = recist_response(tracks, base, targets, min_long_axis_mm=min_long)
+    rano = rano_volumetric_response(tracks, base, region=rano_region)
+    return FollowUpResult(registration, base, follow, fmap, tracks, recist, rano, list(dict.fromkeys(warnings)))
