@@ -4,6 +4,7 @@
     seg-app info PATH [--series UID]      (PATH a scan, a DICOM SEG or a model checkpoint .pt)
     seg-app predict INPUT... [--model CKPT] [--out DIR] [--device auto|cpu|cuda] [--tta] ...
     seg-app compare MASK_A MASK_B --scan SCAN --out DIR
+    seg-app followup BASELINE FOLLOWUP --out DIR [--baseline-mask M] [--followup-mask M] [--landmarks CSV]
     seg-app pacs echo|find|retrieve|nodes ...
 
 Errors from the core are printed as one line (``error: ...``) with a non-zero exit status; add
@@ -23,6 +24,7 @@ COMMANDS = {
     "predict": "segment scans headless and write masks + measurements",
     "pacs": "PACS: echo, find, retrieve (see docs/PACS.md)",
     "compare": "compare two segmentations of one scan (Dice, HD95, volume per label/region/lesion, agreement map)",
+    "followup": "baseline vs follow-up of one patient: registration, lesion changes, RECIST/RANO suggestions, report",
 }
 
 
@@ -151,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from seg_app.compare_cli import compare_command
 
         return compare_command(argv[1:])
+    if argv and argv[0] == "followup":
+        from seg_app.followup_cli import followup_command
+
+        return followup_command(argv[1:])
     if argv and argv[0] == "pacs":
         from seg_app.pacs_cli import pacs_command
 

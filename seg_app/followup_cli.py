@@ -1,0 +1,250 @@
+"""``seg-app followup BASELINE FOLLOWUP --out DIR``: compare two time points of one patient.
+
+The scans (NIfTI files, DICOM files or folders) are loaded, segmented with the model unless a mask is
+given (``--baseline-mask`` / ``--followup-mask``: NIfTI label map or DICOM SEG), the follow-up is
+registered rigidly onto the baseline (mutual information, or ``--landmarks`` pairs), and the lesions are
+matched and compared (:mod:`seg_app.core.followup`). Writes, atomically, into ``--out``:
+
+* ``followup.json``: inputs, registration, per-lesion tracks, totals, RECIST 1.1 and volumetric RANO 2.0
+  categories (each a computed suggestion, not a diagnosis), the lesions of both time points, warnings;
+* ``followup.csv``: one row per lesion track and a ``total`` row;
+* ``followup.png``: the one-page report (key slices, registration check, volume over time);
+* ``followup_labels_on_baseline.nii.gz``: the follow-up lesions (numbered as in the JSON) on the
+  baseline grid after registration; with the model also ``baseline_labels.nii.gz`` / ``followup_labels.nii.gz``.
+
+Nothing is written when anything fails before the writing; a bad input is one ``error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from seg_app import DISCLAIMER
+
+__all__ = ["build_parser", "followup_command"]
+
+FOLLOWUP_FORMAT = "seg_app.followup"
+FOLLOWUP_VERSION = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="seg-app followup",
+        description="Compare a baseline and a follow-up scan of one patient: rigid registration, lesion matching, "
+                    "volume / RECIST long axis / bidimensional product per lesion and in total, new and disappeared "
+                    "lesions, RECIST 1.1 and volumetric RANO 2.0 categories (computed suggestions, not a diagnosis). "
+                    f"{DISCLAIMER}")
+    p.add_argument("baseline", help="baseline scan (NIfTI file, DICOM file or folder)")
+    p.add_argument("followup", help="follow-up scan of the same patient")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--baseline-mask", help="baseline segmentation (NIfTI label map or DICOM SEG); default: segment with the model")
+    p.add_argument("--followup-mask", help="follow-up segmentation; default: segment with the model")
+    p.add_argument("--model", help="model checkpoint for the scans without a mask (default: the bundled model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the network runs")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation when segmenting")
+    p.add_argument("--landmarks", metavar="CSV",
+                   help="landmark pairs (baseline_x,baseline_y,baseline_z,followup_x,followup_y,followup_z in RAS mm, "
+                        ">= 3 rows): use their rigid transform instead of the automatic registration")
+    p.add_argument("--baseline-series", help="SeriesInstanceUID when the baseline folder holds several series")
+    p.add_argument("--followup-series", help="SeriesInstanceUID when the follow-up folder holds several series")
+    p.add_argument("--rano-region", default="lesion", choices=["lesion", "WT", "TC", "ET"],
+                   help="volume for the RANO category: every lesion voxel (default) or a BraTS region "
+                        "(RANO 2.0 measures enhancing disease: ET)")
+    p.add_argument("--verbose", action="store_true", help="print tracebacks")
+    return p
+
+
+def followup_command(argv: Sequence[str]) -> int:
+    """Run ``seg-app followup``; 0 on success, 2 with one ``error:`` line on bad input."""
+    args = build_parser().parse_args(list(argv))
+    from seg_app.core.errors import MultipleSeriesError, SegAppError
+
+    try:
+        return _run(args)
+    except MultipleSeriesError as exc:
+        print(f"error: {exc} (choose one with --baseline-series / --followup-series)", file=sys.stderr)
+        return 2
+    except (SegAppError, ValueError, OSError) as exc:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exception(exc)
+        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+def _segment(scan: Any, segmenter_box: dict[str, Any], args: argparse.Namespace) -> tuple[Any, dict[int, str], list[str], Any]:
+    """Labels of ``scan`` from the model (one ``Segmenter`` for both time points)."""
+    from seg_app.core.inference import Segmenter
+
+    if "segmenter" not in segmenter_box:
+        segmenter_box["segmenter"] = Segmenter(args.model, device=args.device, tta=args.tta)
+    result = segmenter_box["segmenter"].segment(scan)
+    names = {lab.value: lab.name for lab in result.spec.labels if lab.value}
+    return result.labels.array[0], names, list(result.warnings), result
+
+
+def _labels_for(scan: Any, mask: str | None, segmenter_box: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from seg_app.core.segmentation_io import load_segmentation
+
+    if mask:
+        seg = load_segmentation(mask, scan)
+        return {"labels": seg.labels, "names": seg.names, "warnings": list(seg.warnings), "mask": str(mask), "result": None}
+    labels, names, warnings, result = _segment(scan, segmenter_box, args)
+    return {"labels": labels, "names": names, "warnings": warnings, "mask": None, "result": result}
+
+
+def _csv_text(result: Any) -> str:
+    cols = ["track", "status", "target", "baseline_lesions", "followup_lesions", "matched_by", "centroid_distance_mm",
+            "baseline_volume_ml", "followup_volume_ml", "volume_change_ml", "volume_change_percent",
+            "baseline_long_axis_mm", "followup_long_axis_mm", "long_axis_change_mm", "long_axis_change_percent",
+            "baseline_short_axis_mm", "followup_short_axis_mm",
+            "baseline_product_mm2", "followup_product_mm2", "product_change_mm2", "product_change_percent"]
+
+    def row(track: Any, status: str, target: Any, bl: str, fl: str, by: Any, dist: Any, b: dict, f: dict, ch: dict) -> list[Any]:
+        vals = [track, status, target, bl, fl, by, dist, b["volume_ml"], f["volume_ml"], ch["volume_ml"], ch["volume_percent"],
+                b["long_axis_mm"], f["long_axis_mm"], ch["long_axis_mm"], ch["long_axis_percent"], b["short_axis_mm"],
+                f["short_axis_mm"], b["bidimensional_product_mm2"], f["bidimensional_product_mm2"],
+                ch["bidimensional_product_mm2"], ch["bidimensional_product_percent"]]
+        return ["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in vals]
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    doc = result.as_dict()
+    for t in doc["tracks"]:
+        w.writerow(row(t["track"], t["status"], "yes" if t["target"] else "no", " ".join(map(str, t["baseline_lesions"])),
+                       " ".join(map(str, t["followup_lesions"])), t["matched_by"] or "", t["centroid_distance_mm"],
+                       t["baseline"], t["followup"], t["change"]))
+    tot = doc["totals"]
+    w.writerow(row("total", f"{tot['new_lesions']} new, {tot['disappeared_lesions']} disappeared", "",
+                   str(tot["baseline"]["lesions"]), str(tot["followup"]["lesions"]), "", None,
+                   tot["baseline"], tot["followup"], tot["change"]))
+    return buf.getvalue()
+
+
+def _scan_doc(scan: Any, info: dict[str, Any], source: str, model_path: str) -> dict[str, Any]:
+    from seg_app.core.export import measurements_metadata
+    from seg_app.core.patient import patient_info
+
+    result = info["result"]
+    meta = measurements_metadata(scan, result.spec if result is not None else None, source=source, result=result,
+                                 model_path=model_path if result is not None else "")
+    meta.pop("app", None)
+    meta["study_date"] = patient_info(scan, read_files=False).study_date
+    meta["mask"] = info["mask"] or "segmented by the model"
+    meta["warnings"] = [*meta.get("warnings", []), *info["warnings"]]
+    return meta
+
+
+def _run(args: argparse.Namespace) -> int:
+    from seg_app import __version__
+    from seg_app.core.files import atomic_write, overwrites_source
+    from seg_app.core.followup import (
+        assess_followup, landmark_registration, read_landmarks_csv, register_rigid,
+    )
+    from seg_app.core.io import load_scan, save_labels
+    from seg_app.core.patient import patient_info
+
+    out = Path(args.out)
+    landmarks = read_landmarks_csv(args.landmarks) if args.landmarks else None  # bad file: fail before the work
+    baseline = load_scan(args.baseline, series_uid=args.baseline_series)
+    followup = load_scan(args.followup, series_uid=args.followup_series)
+    box: dict[str, Any] = {}
+    b_info = _labels_for(baseline, args.baseline_mask, box, args)
+    f_info = _labels_for(followup, args.followup_mask, box, args)
+    if landmarks is not None:
+        registration = landmark_registration(baseline, followup, *landmarks)
+    else:
+        registration = register_rigid(baseline, followup)
+    result = assess_followup(baseline, b_info["labels"], followup, f_info["labels"], registration,
+                             baseline_names=b_info["names"], followup_names=f_info["names"], rano_region=args.rano_region)
+    model_path = ""
+    if box:
+        from seg_app.core.spec import default_model_path
+
+        model_path = str(args.model or default_model_path())
+    warnings = list(dict.fromkeys([*(f"baseline: {w}" for w in baseline.warnings), *(f"follow-up: {w}" for w in followup.warnings),
+                                   *(f"baseline mask: {w}" for w in b_info["warnings"]),
+                                   *(f"follow-up mask: {w}" for w in f_info["warnings"]), *result.warnings]))
+    dates = (patient_info(baseline, read_files=False).study_date, patient_info(followup, read_files=False).study_date)
+    doc = {"format": FOLLOWUP_FORMAT, "version": FOLLOWUP_VERSION,
+           "app": {"name": "seg-app", "version": __version__, "disclaimer": DISCLAIMER},
+           "baseline": _scan_doc(baseline, b_info, args.baseline, model_path),
+           "followup": _scan_doc(followup, f_info, args.followup, model_path),
+           **result.as_dict(), "warnings": warnings}
+    json_text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    csv_text = _csv_text(result)
+    png, png_note = None, ""
+    try:
+        from seg_app.core.followup_report import render_followup_report
+
+        png = render_followup_report(result, baseline, followup, titles=(baseline.name, followup.name), dates=dates,
+                                     disclaimer=DISCLAIMER)
+    except ImportError as exc:  # the standalone bundle leaves matplotlib out (size)
+        png_note = f"no followup.png written: the report needs matplotlib ({exc})"
+    # -- write (everything is computed: a failure above left nothing behind)
+    out.mkdir(parents=True, exist_ok=True)
+    targets = {"json": out / "followup.json", "csv": out / "followup.csv", "png": out / "followup.png",
+               "map": out / "followup_labels_on_baseline.nii.gz"}
+    if b_info["result"] is not None:
+        targets["baseline_labels"] = out / "baseline_labels.nii.gz"
+    if f_info["result"] is not None:
+        targets["followup_labels"] = out / "followup_labels.nii.gz"
+    sources = [*baseline.source_paths, *followup.source_paths, *(m for m in (args.baseline_mask, args.followup_mask, args.landmarks) if m)]
+    for p in targets.values():
+        if overwrites_source(p, sources):
+            raise ValueError(f"Refusing to overwrite an input file: {p}.")
+    written = []
+    for key, text in (("json", json_text), ("csv", csv_text)):
+        with atomic_write(targets[key]) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+        written.append(targets[key].name)
+    if png is not None:
+        with atomic_write(targets["png"]) as tmp:
+            Path(tmp).write_bytes(png)
+        written.append(targets["png"].name)
+    save_labels(result.followup_map_on_baseline.astype("int32"), baseline, targets["map"])
+    written.append(targets["map"].name)
+    if "baseline_labels" in targets:
+        save_labels(b_info["labels"], baseline, targets["baseline_labels"])
+        written.append(targets["baseline_labels"].name)
+    if "followup_labels" in targets:
+        save_labels(f_info["labels"], followup, targets["followup_labels"])
+        written.append(targets["followup_labels"].name)
+    _print_summary(result, warnings + ([png_note] if png_note else []))
+    print(f"wrote {', '.join(written)} to {out}")
+    return 0
+
+
+def _pct(v: float | None) -> str:
+    return "    n/a" if v is None else f"{v:+6.1f}%"
+
+
+def _print_summary(result: Any, warnings: Sequence[str]) -> None:
+    from seg_app.core.followup import DISCLAIMER_SUGGESTION
+
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    reg = result.registration
+    extra = f", landmark residual {reg.landmark_rms_mm:.2f} mm" if reg.landmark_rms_mm is not None else ""
+    corr = "" if reg.correlation_after is None else f", correlation {reg.correlation_before or 0:.3f} -> {reg.correlation_after:.3f}"
+    print(f"registration ({reg.method}): rotation {reg.rotation_deg:.2f} deg, shift {reg.translation_mm:.2f} mm{corr}{extra}")
+    print(f"{'track':<6}{'status':<17}{'base mL':>9}{'follow mL':>10}{'change':>9}{'base LD':>9}{'follow LD':>10}{'change':>9}")
+    for t in result.tracks:
+        ch = t.as_dict()["change"]
+        print(f"{t.track_id:<6}{(t.status + (' *' if t.target else ''))[:16]:<17}{t.baseline.volume_ml:>9.2f}"
+              f"{t.followup.volume_ml:>10.2f}{_pct(ch['volume_percent']):>9}{t.baseline.long_axis_mm:>9.1f}"
+              f"{t.followup.long_axis_mm:>10.1f}{_pct(ch['long_axis_percent']):>9}")
+    tot = result.totals
+    print(f"{'total':<23}{tot['baseline']['volume_ml']:>9.2f}{tot['followup']['volume_ml']:>10.2f}"
+          f"{_pct(tot['change']['volume_percent']):>9}   (* target lesion; LD = RECIST long axis, mm)")
+    for r in (result.recist, result.rano):
+        print(f"{r.criteria}: {r.category} ({r.name}) [{DISCLAIMER_SUGGESTION}]: {'; '.join(r.reasons)}")
