@@ -12,6 +12,10 @@ what the outputs mean):
 4. :meth:`~Segmenter.back_to_source`: probabilities mapped back onto the **source grid**
    (:func:`seg_app.core.grid.to_source_grid`), then argmax;
 5. :meth:`~Segmenter.postprocess`: the spec's postprocessing (:mod:`seg_app.core.postprocess`).
+
+:meth:`~Segmenter.prepare` (1-2), :meth:`~Segmenter.predict_prepared` (3) and :meth:`~Segmenter.finish`
+(4-5) are the same stages in three calls, so a pipeline can run them on different threads for
+consecutive scans (``seg-app predict`` over a cohort, :mod:`seg_app.core.cohort`).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from seg_app.core.sliding_window import (
 from seg_app.core.spec import Checkpoint, ModelSpec, default_model_path, load_checkpoint, network_from_checkpoint
 from seg_app.core.volume import Volume
 
-__all__ = ["ModelGridPrediction", "SegmentationResult", "Segmenter", "SourceGridPrediction"]
+__all__ = ["ModelGridPrediction", "PreparedScan", "SegmentationResult", "Segmenter", "SourceGridPrediction"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,23 @@ class SegmentationResult:
     seconds: float
     warnings: tuple[str, ...]
     agreement: Volume | None = None  # TTA: fraction of augmented predictions agreeing with the label
+
+
+@dataclass
+class PreparedScan:
+    """Output of :meth:`Segmenter.prepare`: a scan checked and preprocessed onto the model grid.
+
+    Attributes:
+        volume: the source scan.
+        grid: the model-grid image; None once :meth:`Segmenter.predict_prepared` has taken it.
+        warnings: domain and padding warnings so far (the prediction appends out-of-memory retries).
+        seconds: time spent on this scan by the stages so far.
+    """
+
+    volume: Volume
+    grid: ModelGridImage | None
+    warnings: list[str]
+    seconds: float
 
 
 @dataclass
@@ -167,7 +188,7 @@ class Segmenter:
         self.threads = configure_torch_threads()
         self.network: torch.nn.Module = network_from_checkpoint(ckpt)
         self._onnx: Any = None  # OnnxPredictor once chosen; False when ruled out
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # segment() holds it around predict_prepared()
 
     @property
     def _binary(self) -> bool:
@@ -190,37 +211,68 @@ class Segmenter:
     ) -> SegmentationResult:
         """Segment ``volume``; every returned map lies on its grid (same shape and affine).
 
+        The same as :meth:`prepare` -> :meth:`predict_prepared` -> :meth:`finish`, which a pipeline
+        (``seg-app predict`` over a cohort) runs on different threads for consecutive scans.
+
         Raises:
             IncompatibleInputError: wrong channel count, NaN/inf values, empty dimension.
             Cancelled: ``cancel`` was set (checked between window batches); nothing is kept.
         """
         with self._lock:
-            t0 = time.perf_counter()
             raise_if_cancelled(cancel)
-            warnings = self.check_input(volume)
-            grid = self.preprocess(volume)
-            warnings.extend(self._padding_warnings(grid.full_shape))
-            pred = self.predict_on_model_grid(grid, progress=progress, cancel=cancel, warnings=warnings)
-            del grid
-            device_name = pred.device
-            src = self.back_to_source(pred, volume)
-            del pred  # the model-grid probabilities are no longer needed
-            labels = self.postprocess(src.labels, volume)
-            return SegmentationResult(
-                labels=volume.with_array(labels[None], channel_names=(), warnings=tuple(warnings), modality=volume.modality),
-                probabilities=(
-                    volume.with_array(src.foreground, channel_names=("foreground probability",), warnings=())
-                    if return_probabilities else None
-                ),
-                spec=self.spec,
-                device=device_name,
-                seconds=time.perf_counter() - t0,
-                warnings=tuple(warnings),
-                agreement=(
-                    volume.with_array(src.agreement, channel_names=("TTA agreement",), warnings=())
-                    if src.agreement is not None else None
-                ),
-            )
+            prepared = self.prepare(volume)
+            # passed on directly, so each stage's input is freed as soon as the next one has its output
+            return self.finish(prepared, self.predict_prepared(prepared, progress=progress, cancel=cancel),
+                               return_probabilities=return_probabilities)
+
+    def prepare(self, volume: Volume) -> PreparedScan:
+        """:meth:`check_input` and :meth:`preprocess` (thread-safe: the network is not touched)."""
+        t0 = time.perf_counter()
+        warnings = self.check_input(volume)
+        grid = self.preprocess(volume)
+        warnings.extend(self._padding_warnings(grid.full_shape))
+        return PreparedScan(volume, grid, warnings, time.perf_counter() - t0)
+
+    def predict_prepared(
+        self, prepared: PreparedScan, *, progress: ProgressCallback | None = None, cancel: CancelCheck = None
+    ) -> ModelGridPrediction:
+        """:meth:`predict_on_model_grid` on a prepared scan (one call at a time per segmenter); the
+        model-grid image is released from ``prepared`` (it is not needed again)."""
+        with self._lock:
+            t0 = time.perf_counter()
+            grid, prepared.grid = prepared.grid, None
+            if grid is None:
+                raise ValueError("This prepared scan was already predicted.")
+            pred = self.predict_on_model_grid(grid, progress=progress, cancel=cancel, warnings=prepared.warnings)
+            prepared.seconds += time.perf_counter() - t0
+            return pred
+
+    def finish(
+        self, prepared: PreparedScan, pred: ModelGridPrediction, *, return_probabilities: bool = True
+    ) -> SegmentationResult:
+        """:meth:`back_to_source` and :meth:`postprocess` (thread-safe: the network is not touched);
+        ``seconds`` of the result is the time of all three stages."""
+        t0 = time.perf_counter()
+        volume, warnings = prepared.volume, prepared.warnings
+        device_name = pred.device
+        src = self.back_to_source(pred, volume)
+        del pred  # the model-grid probabilities are no longer needed (when the caller holds none)
+        labels = self.postprocess(src.labels, volume)
+        return SegmentationResult(
+            labels=volume.with_array(labels[None], channel_names=(), warnings=tuple(warnings), modality=volume.modality),
+            probabilities=(
+                volume.with_array(src.foreground, channel_names=("foreground probability",), warnings=())
+                if return_probabilities else None
+            ),
+            spec=self.spec,
+            device=device_name,
+            seconds=prepared.seconds + time.perf_counter() - t0,
+            warnings=tuple(warnings),
+            agreement=(
+                volume.with_array(src.agreement, channel_names=("TTA agreement",), warnings=())
+                if src.agreement is not None else None
+            ),
+        )
 
     # -- stages --
     def check_input(self, volume: Volume) -> list[str]:
