@@ -171,3 +171,17 @@ def test_ray_hit_from_any_direction_lands_on_a_lesion_voxel(direction):
     hit = surface.ray_hit(labels, AFFINE, c_world[:3] - 300 * d / np.linalg.norm(d), d)
     assert hit is not None and labels[hit[1]] == 1
     assert np.linalg.norm(hit[0] - c_world[:3]) <= 6.0 + 1.5
+
+
+def test_vertex_normals_point_outwards_whatever_the_affine():
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[ball((30, 25, 14), 8.0)] = 1
+    centre = (np.append([30.0, 25.0, 14.0], 1) @ AFFINE.T)[:3]
+    for affine in (AFFINE, np.diag([1.0, 1.0, 1.0, 1.0]) @ AFFINE, AFFINE @ np.diag([-1.0, 1.0, 1.0, 1.0])):
+        (mesh,) = surface.label_surfaces(labels, affine)
+        c = (np.append([30.0, 25.0, 14.0], 1) @ affine.T)[:3] if affine is not AFFINE else centre
+        n = mesh.normals
+        assert n.shape == mesh.vertices_mm.shape
+        assert np.allclose(np.linalg.norm(n, axis=1), 1.0, atol=1e-4)
+        outward = np.einsum("ij,ij->i", n, mesh.vertices_mm - c)
+        assert np.mean(outward > 0) > 0.98

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 __all__ = [
     "HEAD_TARGET_VOXELS", "MAX_HEAD_FACES", "MAX_LABEL_FACES", "SurfaceMesh", "head_surface",
-    "label_surfaces", "ray_hit",
+    "label_surfaces", "ray_hit", "vertex_normals",
 ]
 
 #: Triangle budget of one label's mesh (keeps a 3D frame cheap with software OpenGL).
@@ -61,9 +61,36 @@ class SurfaceMesh:
         return int(len(self.faces))
 
     @property
+    def normals(self) -> np.ndarray:
+        """``(N, 3)`` unit vertex normals pointing out of the enclosed region (see :func:`vertex_normals`)."""
+        return vertex_normals(self.vertices_mm, self.faces)
+
+    @property
     def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
         """(min, max) corners of the vertices' bounding box, RAS mm."""
         return self.vertices_mm.min(axis=0), self.vertices_mm.max(axis=0)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals of a closed triangle mesh, pointing outwards.
+
+    The triangles' winding decides the sign; a mesh whose signed volume is negative (its winding
+    points inwards, e.g. after an affine with a reflection) gets its normals flipped.
+    """
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    if len(f) == 0:
+        return np.zeros(v.shape, np.float32)
+    t0, t1, t2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    cross = np.cross(t1 - t0, t2 - t0)  # twice the area, along the face normal
+    if np.einsum("ij,ij->", t0, np.cross(t1, t2)) < 0:
+        cross = -cross
+    normals = np.zeros_like(v)
+    for k in range(3):
+        for d in range(3):
+            normals[:, d] += np.bincount(f[:, k], weights=cross[:, d], minlength=len(v))
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return (normals / np.where(length > 0, length, 1.0)).astype(np.float32)
 
 
 def _to_world(vertices_ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
