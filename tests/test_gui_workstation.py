@@ -186,8 +186,9 @@ def test_tool_panel_fits_at_1280x800(make_window, gui_data, qtbot):
         return True
 
     qtbot.waitUntil(fits, timeout=5000)
-    # the tools take the full height on the right; the lesion table only spans the views
-    assert win.tools_dock.geometry().bottom() > win.lesion_dock.geometry().top()
+    # the tools (and the 3D view under them) take the full height on the right; the lesion table only spans the views
+    assert win.view3d.dock.geometry().top() > win.tools_dock.geometry().bottom()
+    assert win.view3d.dock.geometry().bottom() > win.lesion_dock.geometry().top()
     assert win.lesion_dock.geometry().right() < win.tools_dock.geometry().left()
 
 

@@ -89,6 +89,7 @@ def run_scripted(args: argparse.Namespace, app: QApplication | None = None, sett
             win.state.set_cursor([round(f * (s - 1)) for s in g.shape])
         elif win.lesions:
             win.go_to_largest_lesion()  # crosshair, RECIST slice, calipers and the selected row
+        win.view3d.wait()  # the 3D surfaces (when OpenGL works) and the crosshair on them
         for _ in range(3):
             app.processEvents()
         win.statusBar().clearMessage()

@@ -30,6 +30,7 @@ from seg_app.gui.panels import Menus, ToolsPanel, ViewGrid, add_docks
 from seg_app.gui.render import label_luts
 from seg_app.gui.session import Session
 from seg_app.gui.slice_view import ViewData
+from seg_app.gui.view3d_controller import View3DController
 from seg_app.gui.viewer_state import CUSTOM_PRESET, ViewerState, preset_window, presets_for
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class MainWindow(QMainWindow):
         from seg_app.gui.pacs_send import add_send_menu
 
         add_send_menu(self)  # File > Send results to PACS...
+        self.view3d = View3DController(self)  # the 3D dock under the tools, View > 3D view
         self._connect_widgets()
         # the voxel read-out is a permanent widget on the right; showMessage's feedback keeps the left
         self.status_position = QLabel("")
