@@ -54,9 +54,9 @@ def test_default_model_finds_the_sample_tumour(scan: str, segmenter) -> None:
     pred, pred_aff = _ras(pred_vol)
     t, t_aff = _ras(truth)
     assert np.allclose(pred_aff, t_aff, atol=1e-3)
-    # tumour core (what T1c shows) and whole tumour. v2.2 measured TC 0.90, WT 0.58: on a T1c image the oedema
-    # is faint, and the model draws a wider oedema rim than the truth (20.6 mL whole tumour for 11.4 mL true;
-    # v2.1: 0.72). The core, which this contrast shows, must stay right; the whole tumour must still overlap well.
+    # tumour core (what T1c shows) and whole tumour. v2.3 measured TC 0.88, WT 0.52 (v2.2: 0.90, 0.58): on a T1c
+    # image the oedema is faint, and the model draws a wider oedema rim than the truth (29.2 mL whole tumour for
+    # 11.4 mL true; v2.1: WT 0.72). The core, which this contrast shows, must stay right; the whole tumour must still overlap well.
     for region, least in (((1, 3), 0.8), ((1, 2, 3), 0.5)):
         p, g = region_mask(pred, region), region_mask(t, region)
         dice = 2 * (p & g).sum() / (p.sum() + g.sum())
