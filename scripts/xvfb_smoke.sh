@@ -3,13 +3,14 @@
 #
 #   scripts/xvfb_smoke.sh [SCAN] [OUT_DIR]
 #
-# 1. starts Xvfb on a free display (1600x1000x24);
+# 1. starts Xvfb on a free display (1600x1000x24) and the openbox window manager on it (focus, decorations
+#    and dialogs as on a desktop);
 # 2. runs `seg-app --screenshot` there with QT_QPA_PLATFORM=xcb (the app's own rendering path);
 # 3. starts the interactive app on the same scan, waits until its window is mapped, and grabs the X root
 #    window with ImageMagick's `import -window root` (what a user would see);
 # 4. checks both PNGs are non-trivial (size and number of distinct colours) and exits non-zero otherwise.
 #
-# Needs (Debian): xvfb xauth imagemagick libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 (see
+# Needs (Debian): xvfb xauth openbox x11-utils imagemagick libgl1-mesa-dri libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 (see
 # scripts/install_system_deps.sh). Without Xvfb it prints a note and exits 0 so CI without X keeps working,
 # unless XVFB_SMOKE_REQUIRED=1.
 set -euo pipefail
@@ -33,8 +34,10 @@ export DISPLAY=":${DISPLAY_NUM:?no free X display}"
 Xvfb "$DISPLAY" -screen 0 1600x1000x24 -nolisten tcp >"$OUT/xvfb.log" 2>&1 &
 XVFB_PID=$!
 APP_PID=""
+WM_PID=""
 cleanup() {
     [[ -n "$APP_PID" ]] && kill "$APP_PID" 2>/dev/null || true
+    [[ -n "$WM_PID" ]] && kill "$WM_PID" 2>/dev/null || true
     kill "$XVFB_PID" 2>/dev/null || true
     wait "$XVFB_PID" 2>/dev/null || true
 }
@@ -44,6 +47,19 @@ for _ in $(seq 50); do
     [[ -e /tmp/.X11-unix/X${DISPLAY_NUM} ]] && break
     sleep 0.1
 done
+
+if command -v openbox >/dev/null; then
+    openbox --sm-disable >"$OUT/openbox.log" 2>&1 &
+    WM_PID=$!
+    for _ in $(seq 100); do  # the window manager announces itself on the root window
+        wm=$(xprop -root _NET_SUPPORTING_WM_CHECK 2>/dev/null | awk '/window id/ {print $NF}' || true)
+        [[ -n "$wm" ]] && break
+        sleep 0.1
+    done
+    echo "xvfb_smoke: window manager: $(xprop -id "${wm:-0}" _NET_WM_NAME 2>/dev/null | cut -d'"' -f2 || true)"
+elif [[ "${XVFB_SMOKE_REQUIRED:-0}" == 1 ]]; then
+    echo "xvfb_smoke: openbox not installed (apt-get install openbox)"; exit 1
+fi
 
 export QT_QPA_PLATFORM=xcb
 MODEL_ARGS=()
