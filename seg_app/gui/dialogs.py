@@ -170,6 +170,8 @@ VIEW_CONTROLS: tuple[tuple[str, str], ...] = (
     ("Maximise one view / restore", "Double-click the view (or M)"),
     ("Move the crosshair while a brush is active", "Shift+left-drag"),
     ("Show / hide the mask", "S"),
+    ("3D view: rotate / zoom / pan / reset", "Left-drag / wheel / middle-drag / double-click"),
+    ("3D view: jump to a lesion", "Click the lesion (the crosshair moves there)"),
 )
 
 
