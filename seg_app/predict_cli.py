@@ -489,7 +489,8 @@ def predict_command(argv: Sequence[str]) -> int:
         from seg_app.core.inference import Segmenter
         from seg_app.core.spec import default_model_path
 
-        segmenter = Segmenter(args.model, device=device, tta=args.tta, backend=args.backend)
+        pipelined = args.prefetch > 0 and len(sources) > ctx.world_size  # this process gets several scans
+        segmenter = Segmenter(args.model, device=device, tta=args.tta, backend=args.backend, cpu_spinning=not pipelined)
     except SegAppError as exc:
         _error(args.model or "model", exc, args.verbose)
         return 2

@@ -147,6 +147,35 @@ def test_pipelined_outputs_are_identical_to_one_scan_at_a_time(tmp_path, model, 
     assert "4 of 4 scan(s) done" in cap.out
 
 
+def test_pipeline_lets_onnx_runtime_threads_sleep(tmp_path, model, monkeypatch, capsys):
+    """Several scans with --prefetch > 0: ONNX Runtime's idle threads sleep instead of spinning (the loader
+    and writer threads need the cores); one scan, or --prefetch 0: the default (spinning)."""
+    from seg_app.core import inference, onnx_backend
+    from seg_app.core.spec import load_checkpoint, network_from_checkpoint
+
+    seen: list[bool] = []
+    real = inference.Segmenter
+
+    def spy(*a, **kw):
+        seen.append(kw.get("cpu_spinning", True))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(inference, "Segmenter", spy)
+    scans = [str(p) for p in make_scans(tmp_path / "scans", 2)]
+    for argv in ([scans[0]], scans, [*scans, "--prefetch", "0"]):
+        assert predict_cli.predict_command([*argv, "--model", model, "--out", str(tmp_path / "out"), *BASE]) == 0
+    assert seen == [True, False, True]
+    ckpt = load_checkpoint(model)
+    path = onnx_backend.export_onnx(network_from_checkpoint(ckpt), ckpt.spec, tmp_path / "m.onnx")
+    for spinning, entry in ((True, None), (False, "0")):  # None: not set, ONNX Runtime's default (spinning)
+        opts = onnx_backend.OnnxPredictor(path, threads=2, spinning=spinning).session.get_session_options()
+        try:
+            value = opts.get_session_config_entry("session.intra_op.allow_spinning")
+        except RuntimeError:
+            value = None
+        assert value == entry
+
+
 def test_cohort_resume_skips_complete_scans_and_redoes_incomplete_ones(tmp_path, model, capsys):
     scans = make_scans(tmp_path / "scans", 4)
     out = tmp_path / "out"

@@ -131,12 +131,14 @@ def _add_metadata(path: Path, props: dict[str, str]) -> None:
 class OnnxPredictor:
     """Window predictor running an ONNX model with ONNX Runtime on the CPU: ``(B, C, *roi) -> logits``."""
 
-    def __init__(self, path: str | os.PathLike, threads: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int = 1, spinning: bool = True) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
+        if not spinning:  # idle intra-op threads sleep instead of spinning, leaving the cores to other threads
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
@@ -192,11 +194,14 @@ def compare_backends(network: torch.nn.Module, predictor: OnnxPredictor, spec: M
 
 
 def predictor_for(
-    network: torch.nn.Module, spec: ModelSpec, checkpoint: Checkpoint, threads: int = 1, check: bool = True
+    network: torch.nn.Module, spec: ModelSpec, checkpoint: Checkpoint, threads: int = 1, check: bool = True,
+    spinning: bool = True,
 ) -> OnnxPredictor | None:
     """An ONNX Runtime predictor for this checkpoint, or None when unavailable/slower/mismatching.
 
     With ``check=False`` (backend forced) it is returned without the speed and accuracy check.
+    ``spinning=False``: ONNX Runtime's idle intra-op threads sleep instead of spinning (for pipelines
+    whose other threads need the cores while the network runs).
     """
     if not available():
         return None
@@ -210,7 +215,7 @@ def predictor_for(
         path = cache_dir() / f"{sha}.onnx"
         if not path.is_file():
             export_onnx(network, spec, path, sha)
-    pred = OnnxPredictor(path, threads)
+    pred = OnnxPredictor(path, threads, spinning=spinning)
     if not check:
         return pred
     verdict_path = cache_dir() / f"{key}.threads{threads}.json"
