@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -123,15 +122,11 @@ def make_scans(folder: Path, n: int, size: str) -> tuple[list[str], str]:
 
 
 def machine() -> str:
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
+    """bench_inference's machine line (CPU, cores, Python, torch) plus the ONNX Runtime version."""
     import onnxruntime
-    import torch
+    from bench_inference import machine as cpu_torch_line
 
-    return (f"{cpu}, {len(os.sched_getaffinity(0))} usable cores, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    return f"{cpu_torch_line()}, onnxruntime {onnxruntime.__version__}"
 
 
 def load_average() -> str:
