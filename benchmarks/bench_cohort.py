@@ -67,7 +67,7 @@ def child_run(scans: list[str], model: str, out: str, prefetch: int, no_spinning
 def child_stages(scans: list[str], model: str, out: str) -> dict:
     """Seconds per stage of a few scans run one stage after another (no overlap)."""
     from seg_app.core.inference import Segmenter
-    from seg_app.predict_cli import load_input, write_scan
+    from seg_app.predict_io import load_input, write_scan
 
     seg = Segmenter(model, device="cpu")
     seg.segment(load_input(scans[0], None, ["nifti"]).volume)  # backend chosen, caches warm
