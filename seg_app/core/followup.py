@@ -4,15 +4,13 @@ Stages, each callable on its own (``seg-app followup`` and the app run them in t
 
 1. :func:`identifier_warnings`: the two scans should be of the same patient (DICOM identifiers compared;
    NIfTI files have none, which is said too) and the follow-up should not predate the baseline.
-2. :func:`register_rigid`: rigid registration of the follow-up image onto the baseline image with
-   SimpleITK (Mattes mutual information, ``Euler3DTransform``, moments-centred initialisation, three
-   resolution levels, a fixed sampling seed and one thread, so the result does not depend on the
-   machine). Our RAS+ affines become SimpleITK's LPS images here and only here. When the automatic
-   result is off, :func:`landmark_registration` replaces it with the rigid transform that best maps
-   three or more baseline points onto the same anatomical points of the follow-up
-   (:func:`rigid_from_landmarks`, Kabsch). Either way the result is a :class:`Registration`: a 4x4
-   matrix taking **baseline RAS mm to follow-up RAS mm** (the direction used to resample the follow-up
-   onto the baseline grid) and its quality numbers.
+2. :func:`register_rigid`: rigid registration of the follow-up image (moving) onto the baseline image
+   (fixed) with SimpleITK (Mattes mutual information; :mod:`seg_app.core.registration`, whose names are
+   re-exported here). When the automatic result is off, :func:`landmark_registration` replaces it with
+   the rigid transform that best maps three or more baseline points onto the same anatomical points of
+   the follow-up (:func:`rigid_from_landmarks`, Kabsch). Either way the result is a
+   :class:`Registration`: a 4x4 matrix taking **baseline RAS mm to follow-up RAS mm** (fixed -> moving,
+   the direction used to resample the follow-up onto the baseline grid) and its quality numbers.
 3. :func:`assess_followup`: lesions of each time point are measured on their own grid by
    :func:`seg_app.core.measure.measure_lesions` (a lesion is a connected component of the whole tumour
    for BraTS-like labels, else of any label), matched across time -- first by overlap after resampling
@@ -37,20 +35,21 @@ Sources of the thresholds (see also ``docs/FOLLOWUP.md``):
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from seg_app.core.errors import SegAppError
 from seg_app.core.measure import LesionMeasurement, lesion_components, measure_lesions
 from seg_app.core.regions import composite_regions
+# the registration lives in its own module; its names stay importable from here
+from seg_app.core.registration import (
+    Registration, RegistrationError, identity_registration, landmark_registration, read_landmarks_csv,
+    register_rigid, resample_onto, rigid_from_landmarks, transform_points,
+)
 from seg_app.core.shape import axial_axis
 from seg_app.core.volume import Volume
 
@@ -84,13 +83,6 @@ MATCH_DISTANCE_MM = 10.0
 #: Overlap counts as a match when it is at least this fraction of the smaller of the two lesions.
 MATCH_MIN_OVERLAP_FRACTION = 0.1
 
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
-
-
-class RegistrationError(SegAppError):
-    """The two scans could not be registered (or the landmarks given cannot define a rigid transform)."""
-
-
 # ---- patient identifiers ----------------------------------------------------------------------
 def identifier_warnings(baseline: Volume, followup: Volume) -> list[str]:
     """Warnings when the two scans may not be of the same patient, or are in the wrong order.
@@ -120,326 +112,19 @@ def identifier_warnings(baseline: Volume, followup: Volume) -> list[str]:
     return out
 
 
-# ---- geometry helpers ----------------------------------------------------------------------------
-def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    pts = np.asarray(points, np.float64)
-    return pts @ matrix[:3, :3].T + matrix[:3, 3]
-
-
-def _rotation_deg(matrix: np.ndarray) -> float:
-    c = (float(np.trace(matrix[:3, :3])) - 1.0) / 2.0
-    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
-
-
+# ---- the follow-up on the baseline grid ---------------------------------------------------------------
 def resample_onto_baseline(array: np.ndarray, affine: np.ndarray, baseline: Volume, transform: np.ndarray,
                            order: int = 0, cval: float = 0.0) -> np.ndarray:
     """An ``(I, J, K)`` follow-up array (voxel->RAS ``affine``) on the baseline grid.
+
+    The follow-up's name for :func:`seg_app.core.registration.resample_onto` (baseline = fixed scan).
 
     Args:
         transform: 4x4 baseline RAS mm -> follow-up RAS mm (:attr:`Registration.matrix`).
         order: 0 nearest neighbour (label maps), 1 trilinear (images).
         cval: value outside the follow-up's field of view.
     """
-    m = np.linalg.inv(np.asarray(affine, np.float64)) @ np.asarray(transform, np.float64) @ baseline.affine
-    return ndimage.affine_transform(np.asarray(array), m[:3, :3], m[:3, 3], output_shape=baseline.shape,
-                                    order=order, mode="constant", cval=cval, prefilter=False)
-
-
-def _foreground(image: np.ndarray) -> np.ndarray:
-    """Voxels of the body (brain, head): above 10 % of the robust intensity range."""
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
-        return np.zeros(image.shape, bool)
-    lo, hi = np.percentile(finite[:: max(1, finite.size // 200_000)], [1, 99])
-    return image > lo + 0.1 * (hi - lo)
-
-
-def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float | None:
-    x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
-    if x.size < 10 or x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-# ---- registration ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Registration:
-    """A rigid transform between the two time points and how trustworthy it looks.
-
-    Attributes:
-        matrix: 4x4, baseline RAS mm -> follow-up RAS mm (a point of the baseline's anatomy is at
-            ``matrix @ p`` in the follow-up scan).
-        method: ``"mutual information"``, ``"landmarks"`` or ``"identity"`` (scanner coordinates as acquired).
-        rotation_deg, translation_mm: size of the transform (angle of the rotation, length of the shift
-            of the baseline's body centre).
-        mean_displacement_mm: mean distance by which the corners of the baseline's body bounding box move.
-        correlation_before, correlation_after: Pearson correlation of the baseline image and the
-            follow-up image over the baseline's body, in scanner coordinates and after registration
-            (same contrast: close to 1 when aligned).
-        metric_initial, metric_final: Mattes mutual information (lower is better) before and after.
-        landmark_rms_mm: residual of the landmarks after the landmark fit.
-        warnings: what to check on the images.
-    """
-
-    matrix: np.ndarray
-    method: str
-    rotation_deg: float
-    translation_mm: float
-    mean_displacement_mm: float
-    correlation_before: float | None = None
-    correlation_after: float | None = None
-    metric_initial: float | None = None
-    metric_final: float | None = None
-    iterations: int | None = None
-    stop_condition: str = ""
-    landmark_rms_mm: float | None = None
-    n_landmarks: int = 0
-    seconds: float = 0.0
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def inverse(self) -> np.ndarray:
-        """4x4 follow-up RAS mm -> baseline RAS mm."""
-        return np.linalg.inv(self.matrix)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "baseline_to_followup_ras": [[float(v) for v in row] for row in self.matrix],
-                "rotation_deg": self.rotation_deg, "translation_mm": self.translation_mm,
-                "mean_displacement_mm": self.mean_displacement_mm, "correlation_before": self.correlation_before,
-                "correlation_after": self.correlation_after, "metric_initial": self.metric_initial,
-                "metric_final": self.metric_final, "iterations": self.iterations, "stop_condition": self.stop_condition,
-                "landmark_rms_mm": self.landmark_rms_mm, "n_landmarks": self.n_landmarks,
-                "seconds": round(self.seconds, 3), "warnings": list(self.warnings)}
-
-
-def _quality(matrix: np.ndarray, baseline: Volume, followup: Volume, method: str, **extra: Any) -> Registration:
-    """Size of the transform, box-corner displacement and image correlation before/after."""
-    fixed = np.asarray(baseline.array[0], np.float32)
-    body = _foreground(fixed)
-    idx = np.argwhere(body) if body.any() else np.array([[0, 0, 0], np.array(baseline.shape) - 1])
-    lo, hi = idx.min(0), idx.max(0)
-    corners = baseline.voxel_to_world(np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
-                                                for c in (lo[2], hi[2])], np.float64))
-    centre = baseline.voxel_to_world((lo + hi) / 2.0)
-    moving = np.asarray(followup.array[0], np.float32)
-    before = _correlation(fixed, resample_onto_baseline(moving, followup.affine, baseline, np.eye(4), order=1), body)
-    after = _correlation(fixed, resample_onto_baseline(moving, followup.affine, baseline, matrix, order=1), body)
-    warnings = list(extra.pop("warnings", ()))
-    if before is not None and after is not None and after < before - 0.02:
-        warnings.append(f"After registration the images agree less than in scanner coordinates (correlation "
-                        f"{after:.2f} vs {before:.2f}): check the alignment; give landmarks (--landmarks) if it is off.")
-    elif after is not None and after < 0.5:
-        warnings.append(f"The registered images correlate poorly ({after:.2f}); fine for different contrasts, "
-                        "otherwise check the alignment and give landmarks (--landmarks) if it is off.")
-    rot = _rotation_deg(matrix)
-    if rot > 30.0:
-        warnings.append(f"The registration rotates the follow-up by {rot:.0f} degrees: check the alignment.")
-    return Registration(
-        matrix=np.asarray(matrix, np.float64), method=method, rotation_deg=rot,
-        translation_mm=float(np.linalg.norm(_apply(matrix, centre[None])[0] - centre)),
-        mean_displacement_mm=float(np.linalg.norm(_apply(matrix, corners) - corners, axis=1).mean()),
-        correlation_before=before, correlation_after=after, warnings=tuple(warnings), **extra)
-
-
-def _to_sitk(volume: Volume):
-    """First channel of ``volume`` as a float32 SimpleITK image (LPS physical space, same voxels)."""
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(volume.array[0], np.float32).transpose(2, 1, 0)))
-    lps = _RAS_TO_LPS @ volume.affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    img.SetSpacing([float(s) for s in spacing])
-    img.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
-    img.SetOrigin([float(v) for v in lps[:3, 3]])
-    return img
-
-
-def _matrix_from_sitk(transform, centre_lps: np.ndarray) -> np.ndarray:
-    """The 4x4 RAS matrix of a SimpleITK transform (fixed LPS -> moving LPS), read off four points."""
-    pts = centre_lps + np.vstack([np.zeros(3), 50.0 * np.eye(3)])
-    out = np.array([transform.TransformPoint([float(v) for v in p]) for p in pts])
-    lin = ((out[1:] - out[0]) / 50.0).T
-    lps = np.eye(4)
-    lps[:3, :3] = lin
-    lps[:3, 3] = out[0] - lin @ pts[0]
-    return _RAS_TO_LPS @ lps @ _RAS_TO_LPS
-
-
-def register_rigid(baseline: Volume, followup: Volume, *, sampling_percentage: float = 0.05, seed: int = 20240101,
-                   threads: int = 1, max_iterations: int = 200) -> Registration:
-    """Rigid registration of ``followup`` onto ``baseline`` (first channels) by mutual information.
-
-    Mattes mutual information (32 bins) on a random 5 % of the voxels drawn with a fixed ``seed``,
-    regular-step gradient descent with scales from physical shifts, shrink factors 4/2/1 with smoothing
-    sigmas 2/1/0 voxels, an ``Euler3DTransform`` started from the images' centres of mass. One thread by
-    default: two runs then give bit-identical results (more threads sum in varying order, ~1e-13 mm
-    apart), and a busy machine does not stall the run on thread synchronisation (~4 s of CPU for a
-    2 mm head).
-
-    Raises:
-        RegistrationError: SimpleITK missing, or the optimiser failed (e.g. no overlap).
-    """
-    import time
-
-    try:
-        import SimpleITK as sitk
-    except ImportError as exc:  # the standalone bundle leaves SimpleITK out (size)
-        raise RegistrationError("Automatic registration needs the SimpleITK package, which this installation "
-                                "lacks; install it (pip install SimpleITK) or give landmarks (--landmarks).") from exc
-    t0 = time.perf_counter()
-    # every ITK filter of the run (moments, pyramid smoothing, metric) on ``threads`` threads: with one
-    # thread the sums run in one order and two runs give bit-identical matrices (with more, they differ
-    # by ~1e-13 mm); restored afterwards
-    saved_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
-    try:
-        return _register_mi(sitk, baseline, followup, sampling_percentage, seed, threads, max_iterations, t0)
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(saved_threads)
-
-
-def _register_mi(sitk: Any, baseline: Volume, followup: Volume, sampling_percentage: float, seed: int, threads: int,
-                 max_iterations: int, t0: float) -> Registration:
-    import time
-
-    fixed, moving = _to_sitk(baseline), _to_sitk(followup)
-    shift_f = float(np.min(sitk.GetArrayViewFromImage(fixed)))
-    shift_m = float(np.min(sitk.GetArrayViewFromImage(moving)))
-    fixed, moving = fixed - shift_f, moving - shift_m  # moments need non-negative "mass" (CT air at 0)
-    try:
-        init = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
-        reg = sitk.ImageRegistrationMethod()
-        reg.SetNumberOfThreads(int(threads))
-        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(float(sampling_percentage), int(seed))
-        reg.SetInterpolator(sitk.sitkLinear)
-        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=int(max_iterations),
-                                                     gradientMagnitudeTolerance=1e-8)
-        reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel([4, 2, 1])
-        reg.SetSmoothingSigmasPerLevel([2, 1, 0])
-        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-        reg.SetInitialTransform(sitk.Euler3DTransform(), inPlace=False)
-        metric_initial = float(reg.MetricEvaluate(fixed, moving))  # scanner coordinates as acquired
-        reg.SetInitialTransform(init, inPlace=False)
-        final = reg.Execute(fixed, moving)
-    except RuntimeError as exc:
-        msg = " ".join(str(exc).split())[-200:]
-        raise RegistrationError(f"The follow-up could not be registered onto the baseline ({msg}); give landmarks "
-                                "(--landmarks).") from exc
-    centre = _RAS_TO_LPS[:3, :3] @ baseline.voxel_to_world((np.array(baseline.shape) - 1) / 2.0)
-    matrix = _matrix_from_sitk(final, centre)
-    metric_final = float(reg.GetMetricValue())
-    warnings = []
-    if metric_final > metric_initial:
-        warnings.append("Mutual information is lower after registration than in scanner coordinates: check the "
-                        "alignment; give landmarks (--landmarks) if it is off.")
-    return _quality(matrix, baseline, followup, "mutual information", metric_initial=metric_initial,
-                    metric_final=metric_final, iterations=int(reg.GetOptimizerIteration()),
-                    stop_condition=str(reg.GetOptimizerStopConditionDescription()),
-                    seconds=time.perf_counter() - t0, warnings=warnings)
-
-
-def identity_registration(baseline: Volume, followup: Volume) -> Registration:
-    """No registration: the scans are compared in scanner coordinates as acquired."""
-    return _quality(np.eye(4), baseline, followup, "identity")
-
-
-def rigid_from_landmarks(fixed_pts: Sequence[Sequence[float]], moving_pts: Sequence[Sequence[float]]) -> tuple[np.ndarray, float]:
-    """Least-squares rigid transform (Kabsch) with ``matrix @ fixed ~= moving``.
-
-    Args:
-        fixed_pts, moving_pts: ``(N, 3)`` corresponding points in mm (``N >= 3``, not all on one line);
-            here baseline and follow-up RAS.
-
-    Returns:
-        the 4x4 matrix and the root-mean-square residual in mm.
-
-    Raises:
-        RegistrationError: fewer than three pairs, different counts, non-finite or collinear points.
-    """
-    p = np.asarray(fixed_pts, np.float64)
-    q = np.asarray(moving_pts, np.float64)
-    if p.ndim != 2 or p.shape[1:] != (3,) or p.shape != q.shape:
-        raise RegistrationError(f"Landmarks must be pairs of 3D points; got {p.shape} and {q.shape}.")
-    if len(p) < 3:
-        raise RegistrationError(f"A rigid transform needs at least 3 landmark pairs; got {len(p)}.")
-    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
-        raise RegistrationError("The landmarks contain non-numeric or infinite coordinates.")
-    cp, cq = p.mean(0), q.mean(0)
-    pc, qc = p - cp, q - cq
-    sv = np.linalg.svd(pc, compute_uv=False)
-    if sv[1] < 1e-3 * max(sv[0], 1e-9):
-        raise RegistrationError("The baseline landmarks lie on one line: a rigid transform needs points spread in two directions.")
-    u, _, vt = np.linalg.svd(pc.T @ qc)
-    d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
-    rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-    m = np.eye(4)
-    m[:3, :3] = rot
-    m[:3, 3] = cq - rot @ cp
-    rms = float(np.sqrt(np.mean(np.sum((_apply(m, p) - q) ** 2, axis=1))))
-    return m, rms
-
-
-def landmark_registration(baseline: Volume, followup: Volume, baseline_pts: Sequence[Sequence[float]],
-                          followup_pts: Sequence[Sequence[float]]) -> Registration:
-    """The rigid transform defined by landmark pairs (baseline RAS mm, follow-up RAS mm), with its quality."""
-    matrix, rms = rigid_from_landmarks(baseline_pts, followup_pts)
-    warnings = [f"The landmarks fit a rigid transform with a residual of {rms:.1f} mm: check the landmark pairs."] \
-        if rms > 5.0 else []
-    return _quality(matrix, baseline, followup, "landmarks", landmark_rms_mm=rms, n_landmarks=len(baseline_pts),
-                    warnings=warnings)
-
-
-_LANDMARK_COLUMNS = ("baseline_x", "baseline_y", "baseline_z", "followup_x", "followup_y", "followup_z")
-
-
-def read_landmarks_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Landmark pairs from a CSV file: ``(baseline (N, 3), follow-up (N, 3))`` in RAS mm.
-
-    Either a header with the columns ``baseline_x, baseline_y, baseline_z, followup_x, followup_y,
-    followup_z`` (any order, other columns such as a name ignored), or no header and six numbers per
-    row in that order. Rows starting with ``#`` are comments.
-
-    Raises:
-        RegistrationError: unreadable file, missing columns, non-numeric values, fewer than 3 rows.
-    """
-    p = Path(path)
-    try:
-        lines = [ln for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RegistrationError(f"The landmark file {p} cannot be read ({exc}).") from exc
-    rows = list(csv.reader(lines))
-    if not rows:
-        raise RegistrationError(f"The landmark file {p.name} has no landmark rows.")
-    head = [c.strip().lower() for c in rows[0]]
-    if all(c in head for c in _LANDMARK_COLUMNS):
-        cols, body = [head.index(c) for c in _LANDMARK_COLUMNS], rows[1:]
-    elif any(c and not _is_number(c) for c in head):
-        raise RegistrationError(f"The landmark file {p.name} needs the columns {', '.join(_LANDMARK_COLUMNS)} "
-                                "(RAS mm), or six numbers per row.")
-    else:
-        cols, body = list(range(6)), rows
-    pts = []
-    for n, row in enumerate(body, start=2 if body is not rows else 1):
-        try:
-            pts.append([float(row[c]) for c in cols])
-        except (IndexError, ValueError) as exc:
-            raise RegistrationError(f"The landmark file {p.name} has a bad row {n}: six numbers (RAS mm) expected.") from exc
-    arr = np.array(pts, np.float64).reshape(-1, 6)
-    if len(arr) < 3:
-        raise RegistrationError(f"The landmark file {p.name} has {len(arr)} pair(s); a rigid transform needs at least 3.")
-    return arr[:, :3], arr[:, 3:]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+    return resample_onto(baseline, array, affine, transform, order=order, cval=cval)
 
 
 # ---- lesions at one time point -----------------------------------------------------------------
@@ -606,7 +291,7 @@ def match_lesions(base: TimePoint, follow: TimePoint, followup_map_on_baseline: 
     free_f = [f for f in range(1, nf + 1) if nb + f not in linked_by]
     if free_b and free_f:  # centroid distance in baseline coordinates, greedy by distance
         cb = np.array([base.lesions[b - 1].centroid_ras_mm for b in free_b])
-        cf = _apply(registration.inverse, np.array([follow.lesions[f - 1].centroid_ras_mm for f in free_f]))
+        cf = transform_points(registration.inverse, np.array([follow.lesions[f - 1].centroid_ras_mm for f in free_f]))
         dist = np.linalg.norm(cb[:, None, :] - cf[None, :, :], axis=2)
         for i, j in sorted(np.ndindex(dist.shape), key=lambda ij: dist[ij]):
             b, f = free_b[i], free_f[j]
@@ -629,7 +314,7 @@ def match_lesions(base: TimePoint, follow: TimePoint, followup_map_on_baseline: 
         sb, sf = Size.of(bl), Size.of(fl)
         if bs and fs:
             status = "matched" if len(bs) == len(fs) == 1 else "split" if len(bs) == 1 else "merged" if len(fs) == 1 else "split/merged"
-            dist = float(np.linalg.norm(_weighted_centroid(bl) - _apply(registration.inverse, _weighted_centroid(fl)[None])[0]))
+            dist = float(np.linalg.norm(_weighted_centroid(bl) - transform_points(registration.inverse, _weighted_centroid(fl)[None])[0]))
             ov = sum(c for (b, f), c in overlap.items() if b in bs and f in fs) * base.voxel_ml
             by = linked_by.get(bs[0])
         elif bs:
@@ -813,7 +498,7 @@ class FollowUpResult:
                 "disappeared_lesions": sum(1 for t in self.tracks if t.status == "disappeared")}
 
     def as_dict(self) -> dict[str, Any]:
-        return _clean({"registration": self.registration.as_dict(), "tracks": [t.as_dict() for t in self.tracks],
+        return _clean({"registration": self.registration.as_dict(matrix_key="baseline_to_followup_ras"), "tracks": [t.as_dict() for t in self.tracks],
                        "totals": self.totals, "response": {"label": DISCLAIMER_SUGGESTION,
                                                            "recist_1_1": self.recist.as_dict(),
                                                            "rano_2_0_volumetric": self.rano.as_dict()},
