@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,6 +107,20 @@ def _evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(a: argparse.Namespace) -> int:
+    from training.calibrate import calibrate
+
+    r = calibrate(a.model, a.data, a.out, split=a.split, device=a.device, progress=not a.quiet)
+    b, c = r["before"], r["after"]
+    for tag, x in (("before", b), ("after", c)):
+        print(f"{tag}: min_lesion_ml {x['min_lesion_ml']}, min_lesion_confidence {x['min_lesion_confidence']}: "
+              f"WT Dice {x['wt_dice']:.3f}, lesion sensitivity {x['lesion_sensitivity']:.3f}, precision "
+              f"{x['lesion_precision']:.3f}, F1 {x['lesion_f1']:.3f}, FP on lesion-free cases {x['healthy_fp_ml_mean']:.2f} mL "
+              f"mean / {x['healthy_fp_ml_max']:.2f} max")
+    print(f"wrote {a.out} (table: {Path(a.out).parent / 'calibration.csv'})")
+    return 0
+
+
 def _export(a: argparse.Namespace) -> int:
     from training.export import export_bundle, export_onnx
 
@@ -178,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-check", action="store_true", help="skip the dataset check of the split's files")
     e.add_argument("--quiet", action="store_true", help="no progress bar and no metric glossary")
     e.set_defaults(func=_evaluate)
+
+    k = sub.add_parser("calibrate", help="choose the lesion filters (minimum mL, minimum confidence) on a selection set")
+    k.add_argument("--model", required=True, help="checkpoint (.pt)")
+    k.add_argument("--data", required=True, help="selection dataset folder (not used for training, nor by any benchmark)")
+    k.add_argument("--split", default="test", choices=("test", "val", "train", "all"), help="as for evaluate")
+    k.add_argument("--out", required=True, help="calibrated checkpoint to write (calibration.csv/.json beside it)")
+    k.add_argument("--device", default="auto")
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    k.set_defaults(func=_calibrate)
 
     x = sub.add_parser("export", help="export to ONNX and/or a MONAI bundle folder")
     x.add_argument("--model", required=True)

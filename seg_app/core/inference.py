@@ -261,7 +261,7 @@ class Segmenter:
         device_name = pred.device
         src = self.back_to_source(pred, volume)
         del pred  # the model-grid probabilities are no longer needed (when the caller holds none)
-        labels = self.postprocess(src.labels, volume)
+        labels = self.postprocess(src.labels, volume, src.foreground[0])
         return SegmentationResult(
             labels=volume.with_array(labels[None], channel_names=(), warnings=tuple(warnings), modality=volume.modality),
             probabilities=(
@@ -334,9 +334,10 @@ class Segmenter:
             agree = to_source_grid(pred.agreement[None], pred.affine, volume, fill=[1.0])
         return SourceGridPrediction(labels, fg, agree)
 
-    def postprocess(self, labels: np.ndarray, volume: Volume) -> np.ndarray:
-        """The spec's postprocessing (small lesions, keep largest) of a source-grid label map, in place."""
-        labels, removed = postprocess_labels(labels, self.spec, volume.voxel_volume_ml)
+    def postprocess(self, labels: np.ndarray, volume: Volume, foreground: np.ndarray | None = None) -> np.ndarray:
+        """The spec's postprocessing (small or unconfident lesions, keep largest) of a source-grid label
+        map, in place; ``foreground``: the foreground probability ``(I, J, K)`` (lesion confidence)."""
+        labels, removed = postprocess_labels(labels, self.spec, volume.voxel_volume_ml, foreground)
         if removed:
             log.info("postprocessing removed %d lesion(s)", removed)
         return labels

@@ -1,4 +1,4 @@
-"""Label-map postprocessing on the source grid (Qt-free): drop small lesions, keep the largest.
+"""Label-map postprocessing on the source grid (Qt-free): drop small or unconfident lesions, keep the largest.
 
 What the spec's :class:`~seg_app.core.spec.PostprocessSpec` asks for, applied after argmax by
 :class:`~seg_app.core.inference.Segmenter` (see ``docs/MEASUREMENTS.md``).
@@ -13,14 +13,19 @@ from seg_app.core.spec import ModelSpec
 __all__ = ["postprocess_labels"]
 
 
-def postprocess_labels(labels: np.ndarray, spec: ModelSpec, voxel_volume_ml: float) -> tuple[np.ndarray, int]:
+def postprocess_labels(labels: np.ndarray, spec: ModelSpec, voxel_volume_ml: float,
+                       foreground: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Apply the spec's postprocessing in place; returns (labels, number of lesions removed).
 
     A lesion is a connected component of one label, or of the whole tumour when the labels are tumour
     sub-regions (``seg_app.core.regions``): a small enhancing part of a large tumour is never removed.
+    ``foreground`` (the foreground probability on the same grid) is needed for the spec's
+    ``min_lesion_confidence``: a lesion whose mean probability is under it is removed (the same mean
+    as the lesion's ``confidence`` in the measurements); without it that rule is not applied.
     """
     pp = spec.postprocess
-    if pp.min_lesion_ml <= 0 and not pp.keep_largest:
+    by_confidence = pp.min_lesion_confidence > 0 and foreground is not None
+    if pp.min_lesion_ml <= 0 and not pp.keep_largest and not by_confidence:
         return labels, 0
     from seg_app.core.measure import _nonzero_bbox, lesion_components
     from seg_app.core.regions import composite_regions
@@ -42,6 +47,10 @@ def postprocess_labels(labels: np.ndarray, spec: ModelSpec, voxel_volume_ml: flo
     for cid in range(1, n + 1):
         if counts[cid] < min_vox:
             remove[cid] = True
+    if by_confidence:
+        sums = np.bincount(cc.ravel(), weights=np.asarray(foreground, dtype=np.float64)[box].ravel(), minlength=n + 1)
+        mean = sums / np.maximum(counts, 1)
+        remove[1:] |= mean[1:] < pp.min_lesion_confidence
     if pp.keep_largest:
         for value in np.unique(comp_label[1:]):
             ids = [i for i in range(1, n + 1) if comp_label[i] == value and not remove[i]]

@@ -124,10 +124,13 @@ class LabelSpec:
 
 @dataclass(frozen=True)
 class PostprocessSpec:
-    """Cleaning applied after argmax: drop lesions under ``min_lesion_ml``; optionally keep the largest."""
+    """Cleaning applied after argmax: drop lesions under ``min_lesion_ml`` and those whose mean
+    foreground probability is under ``min_lesion_confidence`` (0 = off; chosen on a selection set by
+    ``seg-train calibrate``); optionally keep the largest."""
 
     min_lesion_ml: float = 0.0
     keep_largest: bool = False
+    min_lesion_confidence: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,7 @@ class ModelSpec:
                 postprocess=PostprocessSpec(
                     min_lesion_ml=float(d.get("postprocess", {}).get("min_lesion_ml", 0.0)),
                     keep_largest=bool(d.get("postprocess", {}).get("keep_largest", False)),
+                    min_lesion_confidence=float(d.get("postprocess", {}).get("min_lesion_confidence", 0.0)),
                 ),
                 version=str(d.get("version", "0.1.0")),
                 description=str(d.get("description", "")),
@@ -283,6 +287,8 @@ class ModelSpec:
             0.0 <= self.normalization.window[0] < self.normalization.window[1] <= 100.0
         ):
             raise CheckpointError("Percentile normalisation needs 0 <= low < high <= 100.")
+        if not 0.0 <= self.postprocess.min_lesion_confidence < 1.0:
+            raise CheckpointError("The minimum lesion confidence must be in [0, 1).")
         kw = self.network.kwargs
         if "in_channels" in kw and int(kw["in_channels"]) != self.in_channels:
             raise CheckpointError(
