@@ -52,7 +52,8 @@ def measurements_metadata(
     volume: Any, spec: Any = None, *, source: str = "", result: Any = None, model_path: str = "", tta: bool = False
 ) -> dict[str, Any]:
     """Provenance written beside the lesions in every measurements JSON (the GUI's and ``predict``'s):
-    app and disclaimer, model (name, version, labels, tumour regions), source scan geometry,
+    app and disclaimer, model (name, version, labels, tumour regions), source scan geometry (for a
+    multi-sequence study also each channel's series and transform onto the reference grid),
     segmentation run (device, time, TTA) and every warning (loading, out-of-distribution)."""
     from seg_app import DISCLAIMER, __version__
     from seg_app.core.regions import composite_regions
@@ -76,6 +77,9 @@ def measurements_metadata(
         "orientation": volume.orientation,
         "affine": [list(map(float, row)) for row in volume.affine],
     }
+    if volume.meta.get("channels"):  # a multi-sequence study (core/multiseq.py): where each channel came from
+        doc["source"]["channels"] = list(volume.meta["channels"])
+        doc["source"]["reference_channel"] = volume.meta.get("reference_channel")
     if result is not None:
         doc["segmentation"] = {"device": result.device, "seconds": round(result.seconds, 3), "tta": tta}
     doc["warnings"] = list(volume.warnings) + list(getattr(result, "warnings", ()) or ())
