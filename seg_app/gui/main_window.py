@@ -91,6 +91,9 @@ class MainWindow(QMainWindow):
         from seg_app.gui.pacs_send import add_send_menu
 
         add_send_menu(self)  # File > Send results to PACS...
+        from seg_app.gui.channel_dialog import add_study_menu
+
+        add_study_menu(self)  # File > Open multi-sequence study...
         self.view3d = View3DController(self)  # the 3D dock under the tools, View > 3D view
         self._connect_widgets()
         # the voxel read-out is a permanent widget on the right; showMessage's feedback keeps the left
