@@ -1,6 +1,6 @@
 """Make a trained run's checkpoint the bundled default model (weights unchanged).
 
-    python scripts/bundle_default_model.py runs/stage6/last.pt
+    python scripts/bundle_default_model.py runs/stage6_cal/model.pt
 
 Writes ``seg_app/models/default_brain_tumour.pt`` with the model's name, version and the exact commands
 that reproduce it in ``spec.training["reproduce"]``; then record the independent benchmark into it with
@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from seg_app.core.spec import default_model_path, load_checkpoint, save_checkpoint  # noqa: E402
 
-VERSION = "2.3.0"
+VERSION = "2.3.1"
 REPRODUCE = [
     "seg-train synth --out data/synth2 --cases 400 --test-cases 20 --seed 1 --workers 2 --style 1",
     "seg-train train --config training/configs/default_brain_tumour_stage1.yaml --data data/synth2 --out runs/stage1"
@@ -34,7 +34,10 @@ REPRODUCE = [
     "seg-train synth --out data/synth4 --cases 320 --seed 21 --workers 2 --style 3",
     "seg-train train --config training/configs/default_brain_tumour_stage6.yaml --data data/synth4 --out runs/stage6"
     " --init-from runs/stage5/last.pt",
-    "python scripts/bundle_default_model.py runs/stage6/last.pt",
+    "seg-train synth --out data/synth4_sel --cases 0 --test-cases 40 --seed 779 --workers 2 --style 3"
+    "   # the selection set (never trained on, never benchmarked)",
+    "seg-train calibrate --model runs/stage6/last.pt --data data/synth4_sel --out runs/stage6_cal/model.pt",
+    "python scripts/bundle_default_model.py runs/stage6_cal/model.pt",
     "python benchmarks/bench_generalisation.py --record",
 ]
 
