@@ -94,6 +94,9 @@ class MainWindow(QMainWindow):
         from seg_app.gui.channel_dialog import add_study_menu
 
         add_study_menu(self)  # File > Open multi-sequence study...
+        from seg_app.gui.followup_window import add_tools_menu
+
+        add_tools_menu(self)  # Tools > Follow-up..., Compare with mask...
         self.view3d = View3DController(self)  # the 3D dock under the tools, View > 3D view
         self._connect_widgets()
         # the voxel read-out is a permanent widget on the right; showMessage's feedback keeps the left
