@@ -1,5 +1,5 @@
 """Opening existing segmentations on a scan: NIfTI label maps and DICOM SEG from this app, highdicom
-(binary, fractional, another series of the same frame of reference) and dcmqi."""
+(binary, fractional, another series of the same frame of reference), dcmqi and pydicom-seg."""
 
 from __future__ import annotations
 
@@ -229,3 +229,90 @@ def test_seg_written_by_dcmqi(tmp_path, orientation):
     np.testing.assert_array_equal(seg.labels == 1, lab == 1)
     np.testing.assert_array_equal(seg.labels == 2, lab == 3)
     assert seg.names == {1: "necrotic core", 2: "enhancing tumour"}
+
+
+def _pydicom_seg():
+    """The ``pydicom-seg`` package (QIICR-style multi-class SEG writer), or a skip saying how to get it.
+
+    pydicom-seg 0.4.1 (its last release, 2023) cannot go into the test extra: it pins ``numpy<2`` and
+    ``jsonschema<4`` (pip would downgrade this project's numpy). Its code works with numpy 2; it only
+    fails to import under pydicom 3, which removed the private module ``pydicom._storage_sopclass_uids``
+    that it takes ``SegmentationStorage`` from; the same UID is public as ``pydicom.uid.SegmentationStorage``,
+    so a stand-in module is registered before the import. To run this test:
+    ``pip install --no-deps --target DIR pydicom-seg==0.4.1 jsonschema==3.2.0 pyrsistent attrs`` and put
+    DIR on ``PYTHONPATH``. The fork ``pydicom-seg-rb`` (numpy 2, pydicom 3, same API) is used if installed.
+    """
+    import importlib
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("pydicom_seg") is not None:
+        try:
+            importlib.import_module("pydicom._storage_sopclass_uids")  # pydicom < 3
+        except ImportError:
+            shim = types.ModuleType("pydicom._storage_sopclass_uids")
+            shim.SegmentationStorage = pydicom.uid.SegmentationStorage
+            sys.modules["pydicom._storage_sopclass_uids"] = shim
+        return importlib.import_module("pydicom_seg")
+    if importlib.util.find_spec("pydicom_seg_rb") is not None:
+        return importlib.import_module("pydicom_seg_rb")
+    pytest.skip("pydicom-seg is not installed (it pins numpy<2, so not in the test extra): "
+                "pip install --no-deps --target DIR pydicom-seg==0.4.1 jsonschema==3.2.0 pyrsistent attrs; PYTHONPATH=DIR")
+
+
+def _pydicom_seg_file(tmp_path, ref: Volume, lab: np.ndarray, *, restore_frame_of_reference: bool) -> Path:
+    """``lab`` written as a SEG by pydicom-seg's MultiClassWriter (labels 1 and 3 named) on the series of ``ref``."""
+    pydicom_seg = _pydicom_seg()
+    import SimpleITK as sitk
+
+    nii = save_labels(ref.with_array(lab[None]), ref, tmp_path / "labels.nii.gz")
+    image = sitk.ReadImage(str(nii))  # the label map in the series' geometry, as SimpleITK sees it (LPS)
+    attributes = [{"labelID": v, "SegmentDescription": name, "SegmentLabel": name, "SegmentAlgorithmType": "MANUAL",
+                   "SegmentedPropertyCategoryCodeSequence": {"CodeValue": "49755003", "CodingSchemeDesignator": "SCT",
+                                                             "CodeMeaning": "Morphologically Altered Structure"},
+                   "SegmentedPropertyTypeCodeSequence": {"CodeValue": "108369006", "CodingSchemeDesignator": "SCT",
+                                                         "CodeMeaning": "Neoplasm"},
+                   "recommendedDisplayRGBValue": [200, 50, 50]} for v, name in ((1, "necrotic core"), (3, "enhancing tumour"))]
+    meta = {"ContentCreatorName": "Reader1", "ClinicalTrialSeriesID": "1", "ClinicalTrialTimePointID": "1",
+            "SeriesDescription": "pydicom-seg", "SeriesNumber": "301", "InstanceNumber": "1", "BodyPartExamined": "BRAIN",
+            "segmentAttributes": [attributes]}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    template = pydicom_seg.template.from_dcmqi_metainfo(str(tmp_path / "meta.json"))
+    writer = pydicom_seg.MultiClassWriter(template=template, inplane_cropping=False, skip_empty_slices=True)
+    dcm = writer.write(image, [pydicom.dcmread(p) for p in ref.source_paths])
+    if restore_frame_of_reference:
+        # pydicom-seg 0.4.1 copies the series' FrameOfReferenceUID and then overwrites it with a new UID
+        # (razorx89/pydicom-seg issue #48, open; the copied element is shared, so the source datasets in
+        # memory change too); restore it, as a fixed writer would leave it
+        assert dcm.FrameOfReferenceUID != FOR_UID
+        dcm.FrameOfReferenceUID = ref.meta["FrameOfReferenceUID"]
+    out = tmp_path / "pydicom_seg.dcm"
+    dcm.save_as(out)
+    return out
+
+
+@pytest.mark.parametrize("orientation", ["axial", "oblique"])
+def test_seg_written_by_pydicom_seg(tmp_path, orientation):
+    """pydicom-seg's MultiClassWriter (the SimpleITK-based writer many pipelines use) from a multi-class label
+    map: 0 differing voxels, segment names kept (label values are its segment numbers)."""
+    ref = _series(tmp_path, orientation)
+    lab = _labels(ref.shape)
+    out = _pydicom_seg_file(tmp_path, ref, lab, restore_frame_of_reference=True)
+    assert is_dicom_seg(out)
+    seg = load_segmentation(out, ref)
+    assert seg.kind == "dicom-seg"
+    assert int((seg.labels != lab).sum()) == 0
+    assert seg.names == {1: "necrotic core", 3: "enhancing tumour"}
+
+
+@pytest.mark.xfail(strict=True, raises=ScanLoadError,
+                   reason="pydicom-seg 0.4.1 writes a new FrameOfReferenceUID (razorx89/pydicom-seg#48) and the "
+                          "loader refuses a SEG of another frame of reference even when it references the open "
+                          "series' instances")
+def test_seg_as_pydicom_seg_writes_it(tmp_path):
+    """The file exactly as pydicom-seg 0.4.1 writes it: its frame of reference is not the series'."""
+    ref = _series(tmp_path, "oblique")
+    lab = _labels(ref.shape)
+    out = _pydicom_seg_file(tmp_path, ref, lab, restore_frame_of_reference=False)
+    seg = load_segmentation(out, ref)
+    assert int((seg.labels != lab).sum()) == 0
