@@ -88,5 +88,17 @@ def test_open_study_with_a_changed_mapping_then_switch_channels_and_segment(make
     assert win.channel_combo.count() == 2 and win.channel_combo.isEnabled()
     win.channel_combo.setCurrentIndex(1)
     assert win.state.channel == 1
+    np.testing.assert_array_equal(np.asarray(win.data.image), win.state.geometry.view(vol.array[1]))
+    # View > Checkerboard with the reference channel: T1w (shown) and T1c (reference) in alternating blocks
+    from seg_app.core.multiseq import checkerboard
+
+    win.channel_combo.setCurrentIndex(0)
+    assert win.menus.act_checkerboard.isEnabled()
+    win.menus.act_checkerboard.setChecked(True)
+    expected = win.state.geometry.view(checkerboard(vol.array[0], vol.array[1]))
+    np.testing.assert_allclose(np.asarray(win.data.image), expected)
+    win.channel_combo.setCurrentIndex(1)  # another channel: the checkerboard goes off
+    assert not win.menus.act_checkerboard.isChecked()
+    np.testing.assert_array_equal(np.asarray(win.data.image), win.state.geometry.view(vol.array[1]))
     segment_and_wait(win)
     assert win.labels is not None and win.labels.shape == vol.shape

@@ -241,6 +241,19 @@ def test_4d_file_gives_the_channels_in_file_order():
         channels_from_volume(vol, ["a", "b", "c"])
 
 
+def test_checkerboard_alternates_blocks_of_the_two_images():
+    from seg_app.core.multiseq import checkerboard
+
+    a = np.zeros((16, 16, 16), np.float32)
+    a[:, 8:] = 100  # 0 / 100
+    b = 5000 - 40 * a  # 5000 / 1000: inverted contrast, another range
+    cb = checkerboard(a, b, block_vox=4)  # each scaled from its own 1st-99th percentile to 0..1000
+    assert cb[1, 1, 1] == 0 and cb[5, 1, 1] == 1000 and cb[5, 5, 1] == 0 and cb[5, 5, 5] == 1000
+    assert cb[1, 9, 1] == 1000 and cb[1, 9, 5] == 0  # j >= 8: a is bright, b dark
+    with pytest.raises(ValueError):
+        checkerboard(a, b[:8])
+
+
 def test_two_frames_of_reference_registered_within_1mm(study):
     """The acceptance test of the issue: DICOM T2 in another frame of reference, known rigid transform."""
     t0 = time.perf_counter()
@@ -278,3 +291,4 @@ def test_two_frames_of_reference_registered_within_1mm(study):
     inner = idx[vol.array[0].reshape(-1)[idx] > 0]
     error = np.abs(vol.array[0].reshape(-1)[inner] - _head(world[inner], "t1"))
     assert error.mean() < 25  # trilinear from 3 mm; values 0..1000
+

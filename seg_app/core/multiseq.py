@@ -34,7 +34,7 @@ from seg_app.core.errors import IncompatibleInputError, ScanLoadError
 from seg_app.core.volume import SeriesInfo, Volume
 
 __all__ = [
-    "ROLES", "Candidate", "ChannelMatch", "ChannelRecord", "assemble_study", "channels_from_volume",
+    "ROLES", "Candidate", "ChannelMatch", "ChannelRecord", "assemble_study", "channels_from_volume", "checkerboard",
     "load_channels", "match_channels", "sequence_role", "study_candidates",
 ]
 
@@ -522,3 +522,21 @@ def load_channels(sources: Mapping[str, Candidate], order: Sequence[str], refere
             raise
     reference = vols.pop(ref)
     return assemble_study(reference, vols, order, ref)
+
+
+def _unit_range(a: np.ndarray) -> np.ndarray:
+    finite = a[np.isfinite(a)]
+    if finite.size == 0:
+        return np.zeros(a.shape, np.float32)
+    lo, hi = np.percentile(finite[:: max(1, finite.size // 200_000)], [1, 99])
+    return np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1).astype(np.float32)
+
+
+def checkerboard(a: np.ndarray, b: np.ndarray, block_vox: int = 8) -> np.ndarray:
+    """Two ``(I, J, K)`` images of one grid as a 3D checkerboard (blocks of ``block_vox`` voxels), each scaled
+    from its own 1st-99th percentile to 0..1000, to check a registration at the block edges."""
+    if a.shape != b.shape:
+        raise ValueError(f"checkerboard needs two images of one grid, got {a.shape} and {b.shape}")
+    idx = np.indices(a.shape, sparse=True)
+    parity = (sum(i // max(1, int(block_vox)) for i in idx) % 2).astype(bool)
+    return np.where(parity, _unit_range(b), _unit_range(a)) * 1000.0

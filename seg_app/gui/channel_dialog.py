@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from seg_app.core.multiseq import Candidate, ChannelMatch
 
-__all__ = ["ChannelDialog", "add_study_menu", "open_study"]
+__all__ = ["ChannelDialog", "add_study_menu", "open_study", "show_checkerboard"]
 
 _NONE = "(choose a series)"
 
@@ -221,4 +221,52 @@ def add_study_menu(win) -> QAction:
     win.study_job = None
     win.channel_dialog = None
     win.menus.act_open_study = act
+    _add_checkerboard(win)
     return act
+
+
+def _reference_index(volume) -> int | None:
+    """The reference channel's index of an assembled study (None for other scans)."""
+    if volume is None or volume.n_channels < 2:
+        return None
+    ref = volume.meta.get("reference_channel")
+    return volume.channel_names.index(ref) if ref in volume.channel_names else None
+
+
+def show_checkerboard(win, on: bool) -> bool:
+    """Show the displayed channel and the reference channel as a 3D checkerboard (``on``), or the channel
+    alone again; False when the open scan is not a multi-sequence study."""
+    from seg_app.core.multiseq import checkerboard
+
+    volume, geometry = win.session.volume, win.state.geometry
+    ref = _reference_index(volume)
+    if ref is None or geometry is None:
+        return False
+    channel = win.state.channel
+    image = checkerboard(volume.array[channel], volume.array[ref]) if on else volume.array[channel]
+    win.data.image = geometry.view(image)
+    win.apply_preset(win.tools.preset_combo.itemText(0))  # both halves scaled alike: the automatic window
+    win.view_grid.update_views()
+    return True
+
+
+def _add_checkerboard(win) -> None:
+    """View > Checkerboard with the reference channel (multi-sequence studies; off when the channel changes)."""
+    act = QAction("Checkerboard with the &reference channel", win)
+    act.setCheckable(True)
+    act.setStatusTip("Alternate 8-voxel blocks of the shown channel and the reference channel, to check the "
+                     "registration at the block edges")
+    act.toggled.connect(lambda on: show_checkerboard(win, on) or act.setChecked(False))
+    win.menus.view_menu.addAction(act)
+
+    def update(what: str = "") -> None:
+        if what in ("channel", "geometry", "volume") and act.isChecked():
+            act.blockSignals(True)
+            act.setChecked(False)  # main_window shows the newly chosen channel
+            act.blockSignals(False)
+        act.setEnabled(_reference_index(win.session.volume) is not None)
+
+    win.state.connect(update)
+    win.session.connect(update)
+    update()
+    win.menus.act_checkerboard = act
