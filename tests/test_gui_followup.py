@@ -156,9 +156,11 @@ def test_followup_window_change_table_responses_linked_views_and_report(light_wi
     dlg = win.followup_window
     assert dlg is show_followup(win) and dlg.isVisible()
     assert not dlg.followup_segment_check.isEnabled()  # no model loaded: masks only
+    assert dlg.baseline_pane.stack.currentWidget() is dlg.baseline_pane.placeholder  # nothing to show yet
     _assess(dlg, case["dir"] / "followup", case["dir"] / "followup_mask.nii.gz")
     study = dlg.study
     assert study is not None and study.result.registration.method == "mutual information"
+    assert dlg.baseline_pane.stack.currentWidget() is dlg.baseline_pane.view
     # the change table: two baseline lesions matched (A grown), one new, then the total
     rows = _cells(dlg)
     status = {r[1] for r in rows}
@@ -208,6 +210,12 @@ def test_followup_window_change_table_responses_linked_views_and_report(light_wi
     csv_rows = list(csv.reader((out / "followup.csv").open()))
     assert csv_rows[-1][0] == "total" and len(csv_rows) == 5
     assert (out / "followup.png").stat().st_size > 10_000 and (out / "followup_labels_on_baseline.nii.gz").exists()
+    # with View > Anonymise on, the report leaves paths, names, UIDs and dates out
+    win.set_anonymise(True)
+    job = dlg.save_report(str(tmp_path / "anonymous"))
+    assert job is not None and wait_for(job, timeout_s=60)
+    text = (tmp_path / "anonymous" / "followup.json").read_text()
+    assert str(case["dir"]) not in text and "20240601" not in text and '"name": "anonymised"' in text
 
 
 def test_identifier_warning_bad_file_and_landmarks(light_window, case, tmp_path):

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from seg_app.gui import render
 from seg_app.gui.dialogs import error_message
 from seg_app.gui.followup_study import AGREEMENT_COLORS, compare_masks
-from seg_app.gui.followup_window import PlanePane
+from seg_app.gui.plane_pane import PlanePane
 from seg_app.gui.jobs import SEGMENTATION_FILTER
 from seg_app.gui.slice_view import ViewData
 from seg_app.gui.viewer_state import VIEW_NAMES
@@ -102,7 +102,7 @@ class CompareWindow(QDialog):
         bar.addWidget(self.plane_combo)
         col.addLayout(bar)
         self.pane = PlanePane("Scan with the agreement of A and B (crosshair shared with the main window)",
-                              win.state, self.data)
+                              win.state, self.data, placeholder="Open a scan in the main window.")
         col.addWidget(self.pane, 1)
         split.addWidget(left)
         right = QWidget()

@@ -28,22 +28,22 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QDialog, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView,
-    QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QSlider, QSplitter, QStackedWidget, QTableWidget,
+    QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QSplitter, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from seg_app.core.followup import DISCLAIMER_SUGGESTION
-from seg_app.gui import render
 from seg_app.gui.dialogs import error_message
 from seg_app.gui.followup_study import FollowUpRequest, MaskSource, change_rows, percent_text, run_followup
 from seg_app.gui.jobs import SCAN_FILTER, SEGMENTATION_FILTER, fmt_seconds
-from seg_app.gui.slice_view import SliceView, ViewData
-from seg_app.gui.viewer_state import VIEW_AXES, VIEW_NAMES, DisplayGeometry, ViewerState, presets_for, preset_window
+from seg_app.gui.plane_pane import PlanePane, label_luts_for
+from seg_app.gui.slice_view import ViewData
+from seg_app.gui.viewer_state import VIEW_NAMES, DisplayGeometry, ViewerState, presets_for, preset_window
 
 if TYPE_CHECKING:
     from seg_app.gui.main_window import MainWindow
 
-__all__ = ["CHANGE_COLUMNS", "FollowUpWindow", "PlanePane", "add_tools_menu", "label_luts_for"]
+__all__ = ["CHANGE_COLUMNS", "FollowUpWindow", "add_tools_menu", "show_followup"]
 
 #: Change-table headers and their tooltips (LD: the RECIST long axis; product: long x short axis, RANO).
 CHANGE_COLUMNS = ("Track", "Status", "Target", "Base mL", "Follow mL", "Volume %", "Base LD mm", "Follow LD mm", "LD %",
@@ -57,86 +57,6 @@ CHANGE_TIPS = ("Lesion track: a baseline lesion and what it became (or a new les
                "Bidimensional product at follow-up (mm²)", "Bidimensional product change")
 NEW_LESION_BRUSH = QColor(255, 200, 200)
 BANNER_STYLE = "background: #8b1a1a; color: white; padding: 4px; font-weight: bold;"
-
-
-def label_luts_for(names: dict[int, str]) -> tuple[np.ndarray, np.ndarray]:
-    """Overlay lookup tables for label values and names: BraTS colours for BraTS names, else a palette."""
-    from seg_app.core.regions import BRATS_COLORS, brats_role
-    from seg_app.gui.session import EXTRA_COLORS
-
-    colors = []
-    for v, name in sorted(names.items()):
-        role = brats_role(str(name))
-        colors.append((int(v), BRATS_COLORS[role] if role else EXTRA_COLORS[(int(v) - 1) % len(EXTRA_COLORS)]))
-    return render.label_luts(colors)
-
-
-class PlanePane(QWidget):
-    """A title, one plane (axial, coronal or sagittal: one :class:`SliceView` each, one shown) and a slice slider.
-
-    The pane listens to its :class:`ViewerState`; ``detach()`` stops listening (a state it does not own).
-    """
-
-    def __init__(self, title: str, state: ViewerState, data: ViewData, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.state, self.data = state, data
-        self.title = QLabel(title)
-        self.title.setStyleSheet("font-weight: bold;")
-        self.views = {n: SliceView(n, state, data) for n in VIEW_NAMES}
-        self.stack = QStackedWidget()
-        for v in self.views.values():
-            self.stack.addWidget(v)
-        self.slider = QSlider(Qt.Orientation.Vertical)
-        self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.slider.valueChanged.connect(self._on_slider)
-        self.plane = "axial"
-        row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.stack, 1)
-        row.addWidget(self.slider)
-        col = QVBoxLayout(self)
-        col.setContentsMargins(0, 0, 0, 0)
-        col.addWidget(self.title)
-        col.addLayout(row, 1)
-        self._listener = self._on_state
-        state.connect(self._listener)
-        self.sync()
-
-    @property
-    def view(self) -> SliceView:
-        return self.views[self.plane]
-
-    def set_plane(self, plane: str) -> None:
-        self.plane = plane
-        self.stack.setCurrentWidget(self.views[plane])
-        self.sync()
-
-    def detach(self) -> None:
-        if self._listener in self.state._listeners:  # ViewerState has no disconnect: drop our callback
-            self.state._listeners.remove(self._listener)
-
-    def _on_state(self, _what: str) -> None:
-        self.sync()
-
-    def sync(self) -> None:
-        """Repaint and put the slider on the crosshair's slice (1-based)."""
-        self.view.update()
-        g, normal = self.state.geometry, VIEW_AXES[self.plane][0]
-        self.slider.blockSignals(True)
-        if g is None:
-            self.slider.setRange(1, 1)
-            self.slider.setEnabled(False)
-        else:
-            self.slider.setRange(1, g.shape[normal])
-            self.slider.setValue(int(self.state.cursor[normal]) + 1)
-            self.slider.setEnabled(g.shape[normal] > 1)
-        self.slider.blockSignals(False)
-
-    def _on_slider(self, value: int) -> None:
-        if self.state.geometry is not None:
-            c = list(self.state.cursor)
-            c[VIEW_AXES[self.plane][0]] = int(value) - 1
-            self.state.set_cursor(c)
 
 
 class FollowUpWindow(QDialog):
@@ -251,8 +171,10 @@ class FollowUpWindow(QDialog):
         bar.addStretch(1)
         col.addLayout(bar)
         row = QHBoxLayout()
-        self.baseline_pane = PlanePane("Baseline", self.baseline_state, self.baseline_data)
-        self.followup_pane = PlanePane("Follow-up (registered onto the baseline)", self.followup_state, self.followup_data)
+        note = "Choose the studies above and press Assess."
+        self.baseline_pane = PlanePane("Baseline", self.baseline_state, self.baseline_data, placeholder=note)
+        self.followup_pane = PlanePane("Follow-up (registered onto the baseline)", self.followup_state,
+                                       self.followup_data, placeholder=note)
         row.addWidget(self.baseline_pane, 1)
         row.addWidget(self.followup_pane, 1)
         col.addLayout(row, 1)
