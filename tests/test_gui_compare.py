@@ -112,6 +112,14 @@ def test_compare_table_and_agreement_overlay(window, tmp_path):
     # the compare view moves the main views' crosshair (one shared state)
     view.state.step_slice("axial", 1)
     assert win.state.cursor[2] == _display(win, (15, 15, 12))[2] + 1
+    # an edit of mask A makes the comparison stale: said, and Compare again shows the new numbers
+    from gui_fixtures import wait_measurements
+
+    wait_measurements(win)
+    assert len(win.session.lesions) == 2
+    win.delete_lesion(min(win.session.lesions, key=lambda les: les.volume_ml))
+    wait_measurements(win)
+    assert "changed since this comparison" in dlg.status.text()
 
 
 def test_bad_mask_file_is_an_error_and_the_window_stays_usable(window, tmp_path):

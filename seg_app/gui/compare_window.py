@@ -62,6 +62,7 @@ class CompareWindow(QDialog):
         self.job = None
         self.outcome = None
         self._agreement_display: np.ndarray | None = None  # the outcome's agreement map, display axes
+        self._labels_a: np.ndarray | None = None  # mask A as compared
         self.error_box: QMessageBox | None = None
         self.data = ViewData()
         self.data.lut_rgb, self.data.lut_visible = agreement_luts()
@@ -120,6 +121,7 @@ class CompareWindow(QDialog):
         split.setSizes([560, 640])
         lay.addWidget(split, 1)
         self.win.state.connect(self._main_state_changed)
+        self.win.measurements_updated.connect(self._check_stale)
         self.resize(1200, 650)
 
     def _table(self, columns) -> QTableWidget:
@@ -163,7 +165,7 @@ class CompareWindow(QDialog):
         scan, labels, names = s.volume, np.array(s.labels.array[0], copy=True), s.label_names()
         job = self.win.start_job(lambda progress, cancel: compare_masks(scan, labels, names, path), "comparison")
         self.job = job
-        job.succeeded.connect(lambda outcome: self._on_done(outcome, scan))
+        job.succeeded.connect(lambda outcome: self._on_done(outcome, scan, labels))
         job.failed.connect(lambda exc: self.show_error(error_message(exc)))
         job.finished.connect(self._on_finished)
         self.compare_button.setEnabled(False)
@@ -175,11 +177,12 @@ class CompareWindow(QDialog):
         self.job = None
         self.compare_button.setEnabled(True)
 
-    def _on_done(self, outcome, scan) -> None:
+    def _on_done(self, outcome, scan, labels_a: np.ndarray) -> None:
         s = self.win.session
         if s.volume is not scan or s.geometry is None:  # another scan was opened meanwhile
             return
         self.outcome = outcome
+        self._labels_a = labels_a
         self.data.image = self.win.data.image
         self._agreement_display = s.geometry.view(outcome.agreement)
         self._show_overlay()
@@ -209,6 +212,12 @@ class CompareWindow(QDialog):
                             f"{counts['only A']} only in A, {counts['only B']} only in B."
                             + "".join(f" \u26a0 {w}" for w in outcome.warnings))
 
+    def _check_stale(self, _lesions=None) -> None:
+        """After an edit of the open mask: say that the comparison describes the mask as it was."""
+        s = self.win.session
+        if self.outcome is not None and s.labels is not None and not np.array_equal(s.labels.array[0], self._labels_a):
+            self.status.setText("The open mask changed since this comparison: press Compare again.")
+
     def _show_overlay(self) -> None:
         on = self.outcome is not None and self.overlay_check.isChecked()
         self.data.labels = self._agreement_display if on else None
@@ -232,6 +241,10 @@ class CompareWindow(QDialog):
     def detach(self) -> None:
         """Stop listening to the main window's view state (this window goes away)."""
         self.pane.detach()
+        try:
+            self.win.measurements_updated.disconnect(self._check_stale)
+        except (RuntimeError, TypeError):  # already disconnected
+            pass
         if self._main_state_changed in self.win.state._listeners:
             self.win.state._listeners.remove(self._main_state_changed)
 
