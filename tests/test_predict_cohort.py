@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -23,6 +19,7 @@ import pytest
 from seg_app import predict_cli
 from seg_app.core import cohort
 from test_inference import head_with_blob, tiny_checkpoint
+from torchrun_launch import run_torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Every test here runs the tiny model with the torch backend (no ONNX export or speed check).
@@ -304,18 +301,9 @@ def test_torchrun_two_gloo_processes_each_scan_exactly_once(tmp_path, model):
     lst = tmp_path / "cohort.txt"
     lst.write_text("".join(f"{p}\n" for p in listed))
     out, logs = tmp_path / "out", tmp_path / "logs"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "--log-dir", str(logs), "--redirects", "3",
-           "-m", "seg_app.cli", "predict", "--input-list", str(lst), "--model", model, "--out", str(out), *BASE]
-    env = dict(os.environ, OMP_NUM_THREADS="1", SEG_APP_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                            start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=280)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
-        proc.communicate()
-        raise
+    proc = run_torchrun(["-m", "seg_app.cli", "predict", "--input-list", str(lst), "--model", model, "--out", str(out), *BASE],
+                        torchrun_args=["--log-dir", str(logs), "--redirects", "3"], env={"SEG_APP_CACHE": str(tmp_path / "cache")})
+    err = proc.stderr
     rank_out = {int(p.parent.name): p.read_text() for p in logs.rglob("stdout.log")}
     assert proc.returncode == 0, err[-3000:] + "\n".join(rank_out.values())
     assert sorted(rank_out) == [0, 1]

@@ -1,13 +1,11 @@
 """DDP: two gloo processes on the CPU train one tiny epoch via torchrun.
 
-torchrun runs ``--standalone``: its c10d rendezvous binds a free port itself and keeps it, so no test
-picks a port, releases it and hopes it is still free.
+torchrun is launched by ``tests/torchrun_launch.py`` (``--standalone``: no port picked by the test).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from seg_app.core.spec import load_checkpoint
+from torchrun_launch import run_torchrun
 from training.synth import SynthOptions, write_dataset
 
 pytestmark = pytest.mark.slow  # torchrun subprocesses: 20-30 s each
@@ -24,19 +23,10 @@ pytestmark = pytest.mark.slow  # torchrun subprocesses: 20-30 s each
 def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data", 6, seed=21, opts=SynthOptions(size=16), progress=False)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.cli", "train", "--data", str(data), "--out", str(run),
-           "--epochs", "1", "--patch-size", "16", "16", "16", "--channels", "4", "8", "--strides", "2",
-           "--device", "cpu", "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=Path(__file__).parent.parent, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=280)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, err[-3000:]
+    proc = run_torchrun(["-m", "training.cli", "train", "--data", str(data), "--out", str(run), "--epochs", "1",
+                         "--patch-size", "16", "16", "16", "--channels", "4", "8", "--strides", "2", "--device", "cpu",
+                         "--quiet"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
     last = load_checkpoint(run / "last.pt")
     assert last.spec.training["world_size"] == 2
     assert last.training_state["epoch"] == 1
@@ -60,10 +50,7 @@ def test_one_process_same_result_with_or_without_torchrun(tmp_path: Path) -> Non
     plain = subprocess.run([sys.executable, *_train_cmd(data, tmp_path / "plain")], capture_output=True, text=True,
                            env=env, cwd=root, timeout=280)
     assert plain.returncode == 0, plain.stderr[-3000:]
-    launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", *_train_cmd(data, tmp_path / "torchrun")],
-        capture_output=True, text=True, env=env, cwd=root, timeout=280,
-    )
+    launched = run_torchrun(_train_cmd(data, tmp_path / "torchrun"), nproc=1)
     assert launched.returncode == 0, launched.stderr[-3000:]
     a = load_checkpoint(tmp_path / "plain" / "last.pt")
     b = load_checkpoint(tmp_path / "torchrun" / "last.pt")

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from torchrun_launch import run_torchrun
 
 pytestmark = pytest.mark.slow  # torchrun with two processes
 
@@ -57,19 +54,12 @@ def test_a_failing_rank_stops_every_rank_with_a_clear_message(tmp_path: Path) ->
     victim = _only_rank1_reads(names, seed=0)
     path = data / "imagesTr" / f"{victim}.nii.gz"
     path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:600]))  # header intact, voxels truncated
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.cli",
-           "train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", "--patch-size", "8", "8", "8",
-           "--channels", "4", "8", "--strides", "2", "--num-res-units", "0", "--samples-per-case", "1", "--device", "cpu",
-           "--cache-rate", "0", "--no-check"]  # uncached: each rank reads only its own cases; --no-check: let it start
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=Path(__file__).parent.parent, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=850)
-    except subprocess.TimeoutExpired:  # a rank hung instead of stopping
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
+    args = ["-m", "training.cli", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "2",
+            "--patch-size", "8", "8", "8", "--channels", "4", "8", "--strides", "2", "--num-res-units", "0",
+            "--samples-per-case", "1", "--device", "cpu", "--cache-rate", "0",
+            "--no-check"]  # uncached: each rank reads only its own cases; --no-check: let it start
+    proc = run_torchrun(args, timeout=850)  # a rank that hung instead of stopping is killed with torchrun
+    out, err = proc.stdout, proc.stderr
     assert proc.returncode == 1, err[-3000:]
     found = re.findall(r"error: rank (\d)/2: ([^\n]*)", err)  # both ranks share stderr (and rank 0's progress bar)
     rank1 = [msg for r, msg in found if r == "1"]
@@ -81,7 +71,7 @@ def test_a_failing_rank_stops_every_rank_with_a_clear_message(tmp_path: Path) ->
     assert not (tmp_path / "run" / "last.pt").exists()
 
     # the dataset check (on by default) stops every rank before training, the list printed once
-    proc = subprocess.run(cmd[:-1], capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent, timeout=850)
+    proc = run_torchrun(args[:-1], timeout=850)
     assert proc.returncode == 1
     assert proc.stderr.count(f"{path}: its voxel data cannot be read") == 1, proc.stderr[-3000:]
     assert sorted(r for r, _ in re.findall(r"error: rank (\d)/2: ([^\n]*)", proc.stderr)) == ["0", "1"]
