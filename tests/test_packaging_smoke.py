@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(2700)  # the build's and the smoke run's own limits (1500 + 900 s) apply, not the suite's 600 s
 def test_build_and_smoke_test_installer(tmp_path):
     dist = tmp_path / "dist"
     build = subprocess.run(
