@@ -313,6 +313,25 @@ def test_matching_by_centroid_distance_and_equivocal_new_lesion():
     assert res.recist.category != "PD" or "new lesion" not in " ".join(res.recist.reasons)
 
 
+
+def test_rano_measurable_needs_two_axial_slices():
+    """RANO measurable disease: both perpendicular diameters >= 10 mm *and* seen on >= 2 axial slices; a flat
+    disc on one 5 mm slice shrinking by 75 % is SD, the same disc over two slices is PR."""
+    scan = Volume(np.zeros((1, 40, 40, 6), np.float32), np.diag([1.0, 1.0, 5.0, 1.0]))
+    ii, jj = np.indices((40, 40))
+    disc = lambda r: (ii - 20) ** 2 + (jj - 20) ** 2 <= r * r  # noqa: E731
+    for n_slices, expected in ((1, "SD"), (2, "PR")):
+        base = np.zeros(scan.shape, np.uint8)
+        follow = np.zeros_like(base)
+        base[:, :, 2:2 + n_slices] = disc(8.0)[..., None]  # 17 x 17 mm
+        follow[:, :, 2:2 + n_slices] = disc(4.0)[..., None]
+        res = assess_followup(scan, base, scan, follow, identity_registration(scan, scan))
+        assert res.rano.change_percent <= -65
+        assert res.rano.category == expected, res.rano.reasons
+        assert res.rano.thresholds["measurable_axial_slices"] == 2
+        if expected == "SD":
+            assert "no measurable lesion" in " ".join(res.rano.reasons)
+
 def test_identifier_mismatch_warns_without_naming_the_patient():
     a = _small(series_uid="1.2.3", meta={"PatientID": "P001", "PatientName": "DOE^JANE", "StudyDate": "20240101"})
     b = _small(series_uid="1.2.4", meta={"PatientID": "P002", "PatientName": "DOE^JANE", "StudyDate": "20230101"})

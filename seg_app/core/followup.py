@@ -22,15 +22,21 @@ Stages, each callable on its own (``seg-app followup`` and the app run them in t
    suggestions, not a diagnosis**: the criteria also need clinical information, confirmation scans and
    a reader's judgement that no program has.
 
-Sources of the thresholds (see also ``docs/FOLLOWUP.md``):
+Sources of the thresholds (see also ``docs/FOLLOWUP.md``, which says what was checked against what):
 
 * RECIST 1.1: Eisenhauer EA et al., "New response evaluation criteria in solid tumours: revised RECIST
-  guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247.
+  guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247, doi:10.1016/j.ejca.2008.10.026. PR: sum of
+  diameters down >= 30 % from the baseline sum; PD: up >= 20 % *and* >= 5 mm from the smallest sum on
+  study (the nadir, which may be the baseline); measurable: >= 10 mm (>= 2 slice thicknesses on thicker
+  slices); at most 5 targets, 2 per organ.
 * RANO 2.0: Wen PY et al., "RANO 2.0: Update to the Response Assessment in Neuro-Oncology Criteria for
-  High- and Low-Grade Gliomas in Adults", J Clin Oncol 2023;41(33):5187-5199; the volumetric thresholds
-  (+40 % / -65 % volume, the volume equivalents of +25 % / -50 % of the bidimensional product for a
-  sphere) come from Ellingson BM et al., "Modified Criteria for Radiographic Response Assessment in
-  Glioblastoma Clinical Trials", Neurotherapeutics 2017;14(2):307-320.
+  High- and Low-Grade Gliomas in Adults", J Clin Oncol 2023;41(33):5187-5199, doi:10.1200/JCO.23.01059.
+  Volumetric (optional in RANO 2.0) PR >= 65 % decrease, PD >= 40 % increase of the volume: the volume
+  equivalents, for a sphere, of -50 % / +25 % of the bidimensional product ((1 - 0.5)^1.5 = 0.35,
+  1.25^1.5 = 1.40), from Ellingson BM et al., "Modified Criteria for Radiographic Response Assessment in
+  Glioblastoma Clinical Trials", Neurotherapeutics 2017;14(2):307-320, doi:10.1007/s13311-016-0507-6.
+  Measurable: both perpendicular diameters >= 10 mm, seen on >= 2 axial slices (the RANO definition of
+  Wen PY et al., J Clin Oncol 2010;28(11):1963-1972).
 """
 
 from __future__ import annotations
@@ -65,16 +71,21 @@ __all__ = [
 #: The label every response category carries.
 DISCLAIMER_SUGGESTION = "computed suggestion, not a diagnosis"
 
-# RECIST 1.1 (Eisenhauer et al. 2009), sum of the long axes of the target lesions vs baseline (= nadir here)
-RECIST_PR_PERCENT = -30.0  #: partial response: at least a 30 % decrease
-RECIST_PD_PERCENT = 20.0  #: progression: at least a 20 % increase ...
+# RECIST 1.1 (Eisenhauer et al., Eur J Cancer 2009;45(2):228-247), sum of the long axes of the target lesions:
+# response vs the baseline sum, progression vs the smallest sum on study (the nadir; with two time points
+# the baseline is both)
+RECIST_PR_PERCENT = -30.0  #: partial response: at least a 30 % decrease from baseline
+RECIST_PD_PERCENT = 20.0  #: progression: at least a 20 % increase from the nadir ...
 RECIST_PD_ABSOLUTE_MM = 5.0  #: ... and at least 5 mm in absolute terms
 RECIST_MEASURABLE_MM = 10.0  #: measurable lesion: long axis >= 10 mm (and >= 2 slice thicknesses)
 RECIST_MAX_TARGETS = 5  #: at most five target lesions (RECIST's "two per organ" is not applied: no organ labels)
-# RANO 2.0 volumetric (Wen et al. 2023; Ellingson et al. 2017), total lesion volume vs baseline
+# RANO 2.0 volumetric (Wen et al., J Clin Oncol 2023;41(33):5187-5199; thresholds from Ellingson et al.,
+# Neurotherapeutics 2017;14(2):307-320: the sphere-volume equivalents of -50 % / +25 % of the bidimensional
+# product), total lesion volume; response vs baseline, progression vs the nadir (= baseline with two time points)
 RANO_PR_PERCENT = -65.0  #: partial response: at least a 65 % decrease in volume
 RANO_PD_PERCENT = 40.0  #: progression: at least a 40 % increase in volume
-RANO_MEASURABLE_MM = 10.0  #: measurable: both perpendicular diameters >= 10 mm
+RANO_MEASURABLE_MM = 10.0  #: measurable: both perpendicular diameters >= 10 mm ...
+RANO_MEASURABLE_SLICES = 2  #: ... and seen on at least two axial slices (RANO, Wen et al. 2010)
 #: A lesion of the follow-up without a baseline counterpart counts as an (unequivocal) new lesion from
 #: this long axis on; smaller ones are listed as new but equivocal and do not make the category PD.
 NEW_LESION_MIN_MM = 5.0
@@ -377,7 +388,9 @@ def recist_response(tracks: Sequence[LesionTrack], base: TimePoint, targets: set
     """
     thresholds = {"PR_percent": RECIST_PR_PERCENT, "PD_percent": RECIST_PD_PERCENT, "PD_absolute_mm": RECIST_PD_ABSOLUTE_MM,
                   "measurable_long_axis_mm": min_long_axis_mm}
-    notes = ("Baseline is used as the nadir (two time points).", "Non-target progression, lymph nodes, "
+    notes = ("Baseline is used as the reference for response and as the nadir for progression (two time points): "
+             "to judge progression after a response, give the scan with the smallest sum as the baseline.",
+             "Non-target progression, lymph nodes, "
              "confirmation scans and clinical status are not assessed.", "RECIST's limit of two target lesions "
              "per organ is not applied.")
     new = [t for t in tracks if t.status == "new"]
@@ -424,20 +437,26 @@ def _region_volume(size: Size, region: str) -> float:
     return float((size.region_volumes_ml or {}).get(region, 0.0))
 
 
-def rano_volumetric_response(tracks: Sequence[LesionTrack], base: TimePoint, region: str = "lesion") -> Response:
+def rano_volumetric_response(tracks: Sequence[LesionTrack], base: TimePoint, region: str = "lesion",
+                             axial: int | None = None) -> Response:
     """Volumetric RANO 2.0 from the total volume of all lesions (or of one BraTS region of them).
 
-    CR: no lesion left (baseline had some); PR: volume down by >= 65 % (only with a measurable lesion,
-    both perpendicular diameters >= 10 mm, at baseline); PD: volume up by >= 40 %, or any unequivocal
-    new lesion; else SD. NE without any lesion at baseline and no new one.
+    CR: no lesion left (baseline had some); PR: volume down by >= 65 % (only with a measurable lesion at
+    baseline: both perpendicular diameters >= 10 mm, seen on >= 2 axial slices); PD: volume up by >= 40 %,
+    or any unequivocal new lesion; else SD. NE without any lesion at baseline and no new one. The baseline
+    is the reference for response and, with two time points, the nadir for progression.
 
     Args:
         region: ``"lesion"`` (every segmented lesion voxel), or ``"WT"``, ``"TC"``, ``"ET"`` for BraTS labels
             (RANO 2.0 measures enhancing disease of enhancing gliomas: ``"ET"``).
+        axial: array axis of the baseline scan closest to the axial plane
+            (:func:`seg_app.core.shape.axial_axis`); ``None`` skips the two-slice rule.
     """
-    thresholds = {"PR_percent": RANO_PR_PERCENT, "PD_percent": RANO_PD_PERCENT, "measurable_diameters_mm": RANO_MEASURABLE_MM}
-    notes = ("Baseline is used as the reference (two time points).", "Non-enhancing (T2/FLAIR) disease, "
-             "corticosteroids, clinical status and confirmation scans are not assessed.",
+    thresholds = {"PR_percent": RANO_PR_PERCENT, "PD_percent": RANO_PD_PERCENT, "measurable_diameters_mm": RANO_MEASURABLE_MM,
+                  "measurable_axial_slices": RANO_MEASURABLE_SLICES}
+    notes = ("Baseline is used as the reference for response and as the nadir for progression (two time points): "
+             "to judge progression after a response, give the scan with the smallest volume as the baseline.",
+             "Non-enhancing (T2/FLAIR) disease, corticosteroids, clinical status and confirmation scans are not assessed.",
              f"Volume: {'all segmented lesion voxels' if region == 'lesion' else 'region ' + region} of every lesion "
              "(no target selection).")
     if region != "lesion" and region not in base.regions:
@@ -448,7 +467,9 @@ def rano_volumetric_response(tracks: Sequence[LesionTrack], base: TimePoint, reg
     vf = float(sum(_region_volume(t.followup, region) for t in tracks))
     change, pct = vf - vb, _percent(vb, vf)
     reasons: list[str] = [f"{len(new)} new lesion(s)"] if new else []
-    measurable = any(les.long_axis_mm >= RANO_MEASURABLE_MM and les.short_axis_mm >= RANO_MEASURABLE_MM for les in base.lesions)
+    measurable = any(les.long_axis_mm >= RANO_MEASURABLE_MM and les.short_axis_mm >= RANO_MEASURABLE_MM
+                     and (axial is None or les.bbox_max_voxel[axial] - les.bbox_min_voxel[axial] + 1 >= RANO_MEASURABLE_SLICES)
+                     for les in base.lesions)
     if vb == 0:
         cat = "PD" if new else "NE"
         if not new:
@@ -467,7 +488,8 @@ def rano_volumetric_response(tracks: Sequence[LesionTrack], base: TimePoint, reg
     else:
         cat = "SD"
         if pct <= RANO_PR_PERCENT:
-            reasons.append(f"{desc}, but no measurable lesion (>= {RANO_MEASURABLE_MM:g} x {RANO_MEASURABLE_MM:g} mm) at baseline")
+            reasons.append(f"{desc}, but no measurable lesion (>= {RANO_MEASURABLE_MM:g} x {RANO_MEASURABLE_MM:g} mm on "
+                           f">= {RANO_MEASURABLE_SLICES} axial slices) at baseline")
         else:
             reasons.append(f"{desc}: neither {RANO_PR_PERCENT:g} % nor +{RANO_PD_PERCENT:g} %")
     return Response("RANO 2.0 (volumetric)", cat, _NAMES[cat], vb, vf, "mL", change, pct, tuple(reasons), thresholds, notes)
@@ -551,5 +573,5 @@ def assess_followup(baseline: Volume, baseline_labels: np.ndarray, followup: Vol
     for t in tracks:
         t.target = bool(targets & set(t.baseline_ids))
     recist = recist_response(tracks, base, targets, min_long_axis_mm=min_long)
-    rano = rano_volumetric_response(tracks, base, region=rano_region)
+    rano = rano_volumetric_response(tracks, base, region=rano_region, axial=axial)
     return FollowUpResult(registration, base, follow, fmap, tracks, recist, rano, list(dict.fromkeys(warnings)))
