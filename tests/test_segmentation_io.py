@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -232,32 +232,15 @@ def test_seg_written_by_dcmqi(tmp_path, orientation):
 
 
 def _pydicom_seg():
-    """The ``pydicom-seg`` package (QIICR-style multi-class SEG writer), or a skip saying how to get it.
+    """The ``pydicom-seg`` writer (QIICR-style multi-class SEGs from SimpleITK images).
 
-    pydicom-seg 0.4.1 (its last release, 2023) cannot go into the test extra: it pins ``numpy<2`` and
-    ``jsonschema<4`` (pip would downgrade this project's numpy). Its code works with numpy 2; it only
-    fails to import under pydicom 3, which removed the private module ``pydicom._storage_sopclass_uids``
-    that it takes ``SegmentationStorage`` from; the same UID is public as ``pydicom.uid.SegmentationStorage``,
-    so a stand-in module is registered before the import. To run this test:
-    ``pip install --no-deps --target DIR pydicom-seg==0.4.1 jsonschema==3.2.0 pyrsistent attrs`` and put
-    DIR on ``PYTHONPATH``. The fork ``pydicom-seg-rb`` (numpy 2, pydicom 3, same API) is used if installed.
+    The test extra installs the fork ``pydicom-seg-rb`` (same code and API, imported as ``pydicom_seg_rb``):
+    pydicom-seg 0.4.1, its last release (2023), pins ``numpy<2`` and fails to import under pydicom 3
+    (razorx89/pydicom-seg#60).
     """
-    import importlib
-    import importlib.util
-    import types
+    import pydicom_seg_rb
 
-    if importlib.util.find_spec("pydicom_seg") is not None:
-        try:
-            importlib.import_module("pydicom._storage_sopclass_uids")  # pydicom < 3
-        except ImportError:
-            shim = types.ModuleType("pydicom._storage_sopclass_uids")
-            shim.SegmentationStorage = pydicom.uid.SegmentationStorage
-            sys.modules["pydicom._storage_sopclass_uids"] = shim
-        return importlib.import_module("pydicom_seg")
-    if importlib.util.find_spec("pydicom_seg_rb") is not None:
-        return importlib.import_module("pydicom_seg_rb")
-    pytest.skip("pydicom-seg is not installed (it pins numpy<2, so not in the test extra): "
-                "pip install --no-deps --target DIR pydicom-seg==0.4.1 jsonschema==3.2.0 pyrsistent attrs; PYTHONPATH=DIR")
+    return pydicom_seg_rb
 
 
 def _pydicom_seg_file(tmp_path, ref: Volume, lab: np.ndarray, *, restore_frame_of_reference: bool) -> Path:
@@ -305,14 +288,12 @@ def test_seg_written_by_pydicom_seg(tmp_path, orientation):
     assert seg.names == {1: "necrotic core", 3: "enhancing tumour"}
 
 
-@pytest.mark.xfail(strict=True, raises=ScanLoadError,
-                   reason="pydicom-seg 0.4.1 writes a new FrameOfReferenceUID (razorx89/pydicom-seg#48) and the "
-                          "loader refuses a SEG of another frame of reference even when it references the open "
-                          "series' instances")
 def test_seg_as_pydicom_seg_writes_it(tmp_path):
-    """The file exactly as pydicom-seg 0.4.1 writes it: its frame of reference is not the series'."""
+    """The file exactly as pydicom-seg writes it: a new FrameOfReferenceUID (razorx89/pydicom-seg#48), but every
+    frame references an image of the open series by UID: placed on those images, with a warning."""
     ref = _series(tmp_path, "oblique")
     lab = _labels(ref.shape)
     out = _pydicom_seg_file(tmp_path, ref, lab, restore_frame_of_reference=False)
     seg = load_segmentation(out, ref)
+    assert any("another frame of reference" in w and "references this series' images" in w for w in seg.warnings)
     assert int((seg.labels != lab).sum()) == 0

@@ -6,7 +6,8 @@
   resolution, crop, orientation): resampled by nearest neighbour onto the scan's grid, with a warning.
   No overlap in scanner space: an error (the mask belongs to another scan).
 * **DICOM SEG** (binary, fractional or labelmap; sparse frames; any segment numbering): checked against
-  the scan's FrameOfReferenceUID. When it references the open series' instances, frames are placed by
+  the scan's FrameOfReferenceUID (another one is refused unless every image the SEG references is one of
+  this series' -- pydicom-seg writes a new UID --, then it is placed with a warning). When it references the open series' instances, frames are placed by
   instance (exact); otherwise by the SEG's own plane positions (highdicom ``get_volume``) and resampled
   by nearest neighbour, with a warning. Segments become labels: the TrackingID ``"label <v>"`` written
   by this app restores the value, other SEGs use the segment number; names come from SegmentLabel.
@@ -177,21 +178,28 @@ def _load_dicom_seg(path: Path, reference: Volume) -> LoadedSegmentation:
     seg = _read_seg(path)
     ref_for = str(reference.meta.get("FrameOfReferenceUID") or "")
     seg_for = str(seg.get("FrameOfReferenceUID", "") or "")
-    if ref_for and seg_for and ref_for != seg_for:
-        raise ScanLoadError(f"The DICOM SEG {path.name} belongs to another frame of reference than the open scan "
-                            "(another study or position of the patient); it cannot be placed on this scan.")
     numbers, values, names = _segment_values(seg)
     sops = set(str(s) for s in reference.meta.get("SOPInstanceUIDs") or [])
     referenced = {str(uid) for _, _, uid in seg.get_source_image_uids()}
+    by_instance = bool(sops and referenced and referenced <= sops)
+    other_frame = bool(ref_for and seg_for and ref_for != seg_for)
+    refused = ScanLoadError(f"The DICOM SEG {path.name} belongs to another frame of reference than the open scan "
+                            "(another study or position of the patient); it cannot be placed on this scan.")
+    if other_frame and not by_instance:
+        raise refused
     warnings: list[str] = []
     arr = None
-    if sops and referenced and referenced <= sops:
+    if by_instance:
         from seg_app.core.dicom_seg import read_dicom_seg
 
         try:  # frames placed by the instances they reference: exact
             arr = np.asarray(read_dicom_seg(path, reference).array[0])
         except ScanLoadError:  # e.g. no "spatial locations preserved" flag (dcmqi): place by position
             arr = None
+        if other_frame:  # its frames' positions are those of the images it references: this series'
+            warnings.append(f"The DICOM SEG {path.name} declares another frame of reference than the scan, but it "
+                            "references this series' images by UID (some writers, e.g. pydicom-seg, write a new "
+                            "FrameOfReferenceUID); it was placed on those images.")
     if arr is None:
         try:
             vol = seg.get_volume(segment_numbers=numbers, combine_segments=False, dtype=np.float32, rescale_fractional=True, allow_missing_positions=True)
@@ -205,7 +213,8 @@ def _load_dicom_seg(path: Path, reference: Volume) -> LoadedSegmentation:
         for s, v in enumerate(values[: planes.shape[3]]):
             lab[planes[..., s] >= 0.5] = v
         affine = _LPS_TO_RAS @ np.asarray(vol.affine, np.float64)
-        arr, warnings = _place(lab, affine, reference, path, "DICOM SEG")
+        arr, placed = _place(lab, affine, reference, path, "DICOM SEG")
+        warnings += placed
         if not ref_for or not seg_for:
             warnings.append(f"The DICOM SEG {path.name} or the scan has no FrameOfReferenceUID; it was placed by position only.")
     return LoadedSegmentation(arr, names, str(path), "dicom-seg", tuple(warnings))
