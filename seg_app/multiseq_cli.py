@@ -160,16 +160,18 @@ def load_study(source: str, args: argparse.Namespace, spec: Any, formats: Sequen
         reference = _model_name(args.reference, order)
     else:
         reference = next(iter(given)) if given else order[0]
-    for ch in order:
-        print(f"{Path(src).name}: channel {ch} = {mapping[ch].label} [{mapping[ch].key}]"
-              + (f" (matched, confidence {match.confidence[ch]:.1f})" if match and ch in match.mapping else "")
-              + (" (reference grid)" if ch == reference else ""), flush=True)
     try:
-        volume, _records = load_channels(mapping, order, reference)
+        volume, records = load_channels(mapping, order, reference)
     except MultipleSeriesError as exc:
         listing = "; ".join(s.summary() for s in exc.series)
         raise IncompatibleInputError(f"{_one_line(exc.args[0]).split(';')[0]}: name the series with "
                                      f"--channel NAME=FOLDER::SERIES_UID ({listing})") from exc
+    for rec in records:  # the mapping, said before the model runs
+        ch = rec.channel
+        print(f"{Path(src).name}: channel {ch} = {rec.series_description or Path(rec.source).name} "
+              f"[{mapping[ch].key}] {rec.method}"
+              + (f" (matched, confidence {match.confidence[ch]:.1f})" if match and ch in match.mapping else "")
+              + (" (reference grid)" if ch == reference else ""), flush=True)
     if match is not None:
         for rec in volume.meta["channels"]:
             if rec["channel"] in match.confidence:

@@ -2,7 +2,7 @@
 
     seg-app predict INPUT... [--input-list FILE] [--model CKPT] [--out DIR] [--device auto|cpu|cuda] [--tta]
                     [--series UID] [--format nifti,json,csv,seg,sr] [--send] [--cohort] [--overwrite]
-                    [--prefetch N] [--verbose]
+                    [--prefetch N] [--verbose] [--channel NAME=PATH ... [--reference NAME]]
 
 For each input (NIfTI file, DICOM file or DICOM folder) it writes, into ``--out``:
 ``<name>_labels.nii.gz``, ``<name>_measurements.json`` and ``<name>_measurements.csv`` (and\n``<name>_seg.dcm``, a DICOM SEG, with ``--format ...,seg`` for DICOM sources). All files of
@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NIfTI file, DICOM file, DICOM folder, or pacs://NODE/studies/<UID>[/series/<UID>]")
     p.add_argument("--input-list", metavar="FILE",
                    help="more inputs, one per line ('#' comments and blank lines skipped); implies --cohort")
-    p.add_argument("--model", help="model checkpoint (.pt); default: the bundled model")
+    p.add_argument("--model", help="model checkpoint (.pt) or MONAI bundle folder (docs/MODELS.md); default: the bundled model")
+    p.add_argument("--trust-model", action="store_true",
+                   help="allow a MONAI bundle's TorchScript models/model.ts (it is code: only for bundles you trust)")
     p.add_argument("--out", default=".", help="output folder (created if missing; default: current folder)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the network runs")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips; 4x slower, adds agreement)")
@@ -116,8 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prefetch", type=_non_negative, default=2, metavar="N",
                    help="scans read and preprocessed ahead in background threads while the network runs, the "
                         "previous scan's outputs being written meanwhile (default 2; 0 = one scan after another)")
+    from seg_app.multiseq_cli import add_channel_arguments
+
+    add_channel_arguments(p)  # --channel NAME=PATH, --reference NAME (multi-sequence models)
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"], help=argparse.SUPPRESS)
     p.add_argument("--verbose", action="store_true", help="print tracebacks and details")
+    from seg_app.nnunet_cli import add_nnunet_arguments
+
+    add_nnunet_arguments(p)  # --folds, --checkpoint for an nnU-Net v2 --model folder
     return p
 
 
@@ -199,10 +207,11 @@ def _inputs(args: argparse.Namespace) -> list[str] | None:
 def predict_command(argv: Sequence[str]) -> int:
     """Run ``seg-app predict``; returns the exit status (0 ok, 1 some scans failed, 2 unusable setup)."""
     args = build_parser().parse_args(list(argv))
+    from seg_app import multiseq_cli
     from seg_app.core import cohort
     from seg_app.core.errors import SegAppError
 
-    sources = _inputs(args)
+    sources = multiseq_cli.study_sources(args) or _inputs(args)
     if sources is None:
         return 2
     ctx = cohort.dist_context()
@@ -235,16 +244,21 @@ def predict_command(argv: Sequence[str]) -> int:
     device = cohort.rank_device(args.device, ctx)
     try:
         cohort.init_distributed(ctx, device)
-        from seg_app.core.inference import Segmenter
         from seg_app.core.spec import default_model_path
+        from seg_app.nnunet_cli import segmenter_from_args
 
         pipelined = args.prefetch > 0 and len(sources) > ctx.world_size  # this process gets several scans
-        segmenter = Segmenter(args.model, device=device, tta=args.tta, backend=args.backend, cpu_spinning=not pipelined)
+        # our Segmenter, or an NnUNetSegmenter for an nnU-Net folder (same interface)
+        segmenter = segmenter_from_args(args, args.model, device, backend=args.backend, cpu_spinning=not pipelined)
     except SegAppError as exc:
         _error(args.model or "model", exc, args.verbose)
         return 2
     model_path = str(args.model or default_model_path())
     try:
+        problem = multiseq_cli.check_channel_arguments(args, segmenter.spec)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         return _run(args, sources, segmenter, model_path, out_dir, settings, ctx)
     finally:
         cohort.finish_distributed(ctx)
@@ -253,6 +267,7 @@ def predict_command(argv: Sequence[str]) -> int:
 def _run(args: argparse.Namespace, sources: list[str], segmenter: Any, model_path: str, out_dir: Path, settings: Any,
          ctx: Any) -> int:
     """Every scan of this process (its shard under torchrun) through the load -> network -> write pipeline."""
+    from seg_app import multiseq_cli
     from seg_app.core import cohort
     from seg_app.core.errors import MultipleSeriesError, SegAppError
     from seg_app.core.export import safe_file_name
@@ -270,7 +285,9 @@ def _run(args: argparse.Namespace, sources: list[str], segmenter: Any, model_pat
             job.record = cohort.record_path(out_dir, job.source, args.series)
             unique[key] = job
         jobs = list(unique.values())
-        record_settings = {"model_sha256": cohort.file_sha256(model_path), "formats": list(args.format),
+        from seg_app.core.model_sources import model_sha256
+
+        record_settings = {"model_sha256": model_sha256(model_path), "formats": list(args.format),
                            "tta": bool(args.tta), "series": args.series}
     n_total = len(jobs)
     mine = [jobs[i] for i in cohort.shard(len(jobs), ctx.rank, ctx.world_size)]
@@ -286,7 +303,10 @@ def _run(args: argparse.Namespace, sources: list[str], segmenter: Any, model_pat
                     return _Ready(job, done=done)
             cohort.remove_record(job.record)
         local, loc = (job.source, None) if not job.source.startswith("pacs://") else _retrieve_pacs(job.source, settings, args.protocol)
-        loaded = load_input(str(local), args.series, args.format)
+        if multiseq_cli.uses_study(args, segmenter.spec):  # one series per model channel, on one grid
+            loaded = multiseq_cli.load_study(str(local), args, segmenter.spec, args.format)
+        else:
+            loaded = load_input(str(local), args.series, args.format)
         t1 = time.perf_counter()
         return _Ready(job, loaded, segmenter.prepare(loaded.volume), loc, t1 - t0, redo_reason=why)
 

@@ -292,3 +292,102 @@ def test_two_frames_of_reference_registered_within_1mm(study):
     error = np.abs(vol.array[0].reshape(-1)[inner] - _head(world[inner], "t1"))
     assert error.mean() < 25  # trilinear from 3 mm; values 0..1000
 
+
+# ---- seg-app predict --channel / study folders ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def model2(tmp_path_factory):
+    """A tiny random 2-channel model (T1w, T1c) on a 4 mm grid."""
+    from checkpoints import make_tiny_checkpoint
+    from seg_app.core.spec import InferenceSpec
+
+    path = tmp_path_factory.mktemp("model2") / "two_channels.pt"
+    return str(make_tiny_checkpoint(path, in_channels=2, spacing=(4.0, 4.0, 4.0),
+                                    inference=InferenceSpec(roi_size=(32, 32, 32), overlap=0.25, sw_batch_size=2)))
+
+
+def _predict(argv):
+    from seg_app.predict_cli import predict_command
+
+    return predict_command([*argv, "--device", "cpu", "--backend", "torch"])
+
+
+def test_predict_with_channels_writes_outputs_on_the_reference_grid(study, model2, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = _predict(["--model", model2, "--channel", f"T1c={study / 's1'}", "--channel", f"t1={study / 's2'}",
+                   "--format", "nifti,json,seg", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    ref = load_scan(study / "s1")
+    labels = nib.load(out / "AX_T1_POST_GD_labels.nii.gz")
+    assert labels.shape == ref.shape and np.allclose(labels.affine, ref.affine, atol=1e-4)
+    doc = json.loads((out / "AX_T1_POST_GD_measurements.json").read_text())
+    src = doc["source"]
+    assert src["series_uid"] == ref.series_uid and src["reference_channel"] == "T1c"
+    assert [(c["channel"], c["series_description"], c["method"]) for c in src["channels"]] == [
+        ("T1w", "Ax T1 SE", "same-frame"), ("T1c", "AX T1 POST GD", "identity")]
+    assert np.allclose(src["channels"][0]["reference_to_channel_ras"], np.eye(4))
+    seg = pydicom.dcmread(out / "AX_T1_POST_GD_seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ref.series_uid
+    assert seg.FrameOfReferenceUID == ref.meta["FrameOfReferenceUID"]
+    assert "channel T1c = AX T1 POST GD" in printed.out and "(reference grid)" in printed.out
+
+
+def test_predict_study_folder_matches_the_series_and_prints_the_mapping(study, model2, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = _predict([str(study), "--model", model2, "--out", str(out), "--format", "json"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "channel T1w = Ax T1 SE" in printed.out and "channel T1c = AX T1 POST GD" in printed.out
+    assert "matched, confidence 1.0" in printed.out
+    doc = json.loads(next(out.glob("*_measurements.json")).read_text())
+    assert doc["source"]["reference_channel"] == "T1w"  # no --channel: the model's first channel
+    assert [c["match_confidence"] for c in doc["source"]["channels"]] == [1.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def ambiguous_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ambiguous")
+    vol = Volume(np.arange(16 * 16 * 8, dtype=np.float32).reshape(16, 16, 8), np.diag([2.0, 2.0, 4.0, 1.0]))
+    for i, desc in enumerate(["Ax T1 SE", "AX T1 POST GD", "COR T1 POST GD"]):
+        write_dicom_series(vol, folder / f"s{i}", series_description=desc, series_number=i + 1,
+                           frame_of_reference_uid="1.2.3")
+    return folder
+
+
+def test_predict_refuses_ambiguous_or_missing_channels_with_one_line(ambiguous_study, model2, tmp_path, capsys):
+    rc = _predict([str(ambiguous_study), "--model", model2, "--out", str(tmp_path / "o1")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert err[0].startswith("error: ") and "T1c" in err[0] and "ambiguous" in err[0] and "--channel NAME=PATH" in err[0]
+    assert "T1w" not in err[0].split("cannot match")[1].split("(")[0]  # only the unmatched channel is named
+    # --channel only, one channel missing: a command-line error before anything is read
+    rc = _predict(["--model", model2, "--channel", f"T1c={ambiguous_study / 's1'}", "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "T1w" in err[0] and "--channel T1w=PATH" in err[0]
+    rc = _predict(["--model", model2, "--channel", f"ADC={ambiguous_study / 's1'}", "--out", str(tmp_path / "o3")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "no such input channel" in err[0] and "T1w, T1c" in err[0]
+    # naming one of the two post-contrast series fixes it
+    rc = _predict([str(ambiguous_study), "--model", model2, "--channel", f"T1c={ambiguous_study / 's2'}",
+                   "--out", str(tmp_path / "o4"), "--format", "json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    doc = json.loads(next((tmp_path / "o4").glob("*_measurements.json")).read_text())
+    assert [c["series_description"] for c in doc["source"]["channels"]] == ["Ax T1 SE", "COR T1 POST GD"]
+
+
+def test_predict_4d_nifti_gives_the_channels_directly(model2, tmp_path, capsys):
+    data = np.stack([_head(_points((40, 48, 38), np.diag([4.0, 4.0, 4.0, 1.0]) @ _shift()), s).reshape(40, 48, 38)
+                     for s in ("t1", "t1c")], axis=-1)
+    nib.save(nib.Nifti1Image(data, np.diag([4.0, 4.0, 4.0, 1.0]) @ _shift()), tmp_path / "case.nii.gz")
+    rc = _predict([str(tmp_path / "case.nii.gz"), "--model", model2, "--out", str(tmp_path / "out"), "--format", "json"])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "out" / "case_measurements.json").read_text())
+    assert [(c["channel"], c["file_channel"], c["method"]) for c in doc["source"]["channels"]] == [
+        ("T1w", 0, "identity"), ("T1c", 1, "identity")]
+
+
+def _shift() -> np.ndarray:
+    m = np.eye(4)
+    m[:3, 3] = [-19.5, -23.5, -18.5]  # voxels: centre the 40x48x38 grid on the head
+    return m

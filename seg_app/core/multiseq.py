@@ -384,8 +384,8 @@ def _record(name: str, volume: Volume, method: str, transform: np.ndarray | None
 
 
 def _overlap_fraction(reference: Volume, other: Volume) -> float:
-    """Fraction of the reference grid (a 6x6x6 lattice of its voxels) inside ``other``'s field of view."""
-    axes = [np.linspace(0, n - 1, 6) for n in reference.shape]
+    """Fraction of the reference grid (the centres of 6x6x6 blocks of it) inside ``other``'s field of view."""
+    axes = [(np.arange(6) + 0.5) / 6 * n - 0.5 for n in reference.shape]
     pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     ijk = other.world_to_voxel(reference.voxel_to_world(pts))
     inside = np.all((ijk >= -0.5) & (ijk <= np.array(other.shape) - 0.5), axis=1)
