@@ -29,7 +29,8 @@ system-deps:
 
 install-test: $(BIN)/python system-deps
 	$(BIN)/python -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test]"
+# torch named again: the test extra's nnunetv2 -> timm -> torchvision would otherwise move torch to a newer (CUDA) build
+	$(BIN)/python -m pip install -q -e ".[test]" "$(TORCH_SPEC)"
 
 test: install-test
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="volume for the RANO category: every lesion voxel (default) or a BraTS region "
                         "(RANO 2.0 measures enhancing disease: ET)")
     p.add_argument("--verbose", action="store_true", help="print tracebacks")
+    from seg_app.nnunet_cli import add_nnunet_arguments
+
+    add_nnunet_arguments(p)  # --folds/--checkpoint/--trust-model for an nnU-Net --model folder
     return p
 
 
@@ -82,10 +85,10 @@ def followup_command(argv: Sequence[str]) -> int:
 
 def _segment(scan: Any, segmenter_box: dict[str, Any], args: argparse.Namespace) -> tuple[Any, dict[int, str], list[str], Any]:
     """Labels of ``scan`` from the model (one ``Segmenter`` for both time points)."""
-    from seg_app.core.inference import Segmenter
+    from seg_app.nnunet_cli import segmenter_from_args
 
-    if "segmenter" not in segmenter_box:
-        segmenter_box["segmenter"] = Segmenter(args.model, device=args.device, tta=args.tta)
+    if "segmenter" not in segmenter_box:  # our checkpoint, or an nnU-Net folder (NnUNetSegmenter)
+        segmenter_box["segmenter"] = segmenter_from_args(args, args.model, args.device)
     result = segmenter_box["segmenter"].segment(scan)
     names = {lab.value: lab.name for lab in result.spec.labels if lab.value}
     return result.labels.array[0], names, list(result.warnings), result

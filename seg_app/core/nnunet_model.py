@@ -1,0 +1,742 @@
+"""nnU-Net v2 trained-model folders, predicted by nnU-Net's own predictor (Qt-free).
+
+An nnU-Net v2 results folder ``nnUNet_results/DatasetXXX_Name/Trainer__Plans__Configuration/`` holds
+``dataset.json`` (input channels, labels, file ending), ``plans.json`` (spacing, patch size, normalisation,
+network class and its arguments) and ``fold_N/checkpoint_final.pth`` (``checkpoint_best.pth``) per fold.
+
+:class:`NnUNetSegmenter` has the interface of :class:`~seg_app.core.inference.Segmenter` (``segment``, and
+``prepare`` -> ``predict_prepared`` -> ``finish`` for pipelines, ``spec``, ``tta``) and runs
+nnU-Net's ``nnUNetPredictor`` stages, the same three calls ``predict_single_npy_array`` makes: nnU-Net's
+preprocessing (``PreprocessAdapterFromNpy``: crop, transpose, resample, normalise),
+``predict_logits_from_preprocessed_data`` (sliding window with Gaussian blending over every chosen fold,
+mirroring when ``tta``) and ``convert_predicted_logits_to_segmentation_with_correct_shape`` (back to the
+input's shape, softmax or region sigmoids). So the labels are exactly nnU-Net's.
+
+**Axes.** nnU-Net reads images with SimpleITK: the array is ``(C, z, y, x)`` -- the file's voxel axes
+reversed -- and the spacing is reversed with it. Our ``Volume`` holds the file's voxel axes
+``(C, I, J, K)``, so the array goes in as ``transpose(0, 3, 2, 1)`` with ``spacing[::-1]`` and the label
+map comes back transposed the other way: the same voxels nnU-Net sees when it reads the file itself.
+
+**Security.** nnU-Net 2.8.1 loads checkpoints with ``torch.load(weights_only=False)`` (any pickled object
+runs code) and builds the network from the class name in ``plans.json`` with ``pydoc.locate``. Here the
+checkpoint is read with ``weights_only=True`` (tensors, plain values and numpy scalars only), the trainer
+class is imported from the installed nnU-Net module that defines it (:func:`_trainer_class`), and the network class in
+``plans.json`` must be a ``dynamic_network_architectures`` architecture whose importable arguments are
+``torch.nn`` classes; the network is then built by the trainer's ``build_network_architecture`` (nnU-Net's
+``get_network_from_plans``). A checkpoint that needs more than plain values is refused unless the caller
+trusts the folder (``trust_model=True``, ``--trust-model``).
+
+nnU-Net (``nnunetv2``) is an optional extra: ``pip install seg-workstation[nnunet]``; it is imported only
+when a model is run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+import pickle
+import re
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg_app.core.errors import Cancelled, CheckpointError
+from seg_app.core.sliding_window import CancelCheck, ProgressCallback, is_cancelled, raise_if_cancelled
+from seg_app.core.spec import (
+    DEFAULT_COLORS,
+    ChannelSpec,
+    InferenceSpec,
+    LabelSpec,
+    ModelSpec,
+    NetworkSpec,
+    NormalizationSpec,
+)
+from seg_app.core.volume import Volume
+
+__all__ = [
+    "CHECKPOINT_NAMES",
+    "INSTALL_HINT",
+    "NnUNetModel",
+    "NnUNetSegmenter",
+    "describe_nnunet",
+    "is_nnunet_folder",
+    "load_model",
+    "make_segmenter",
+    "nnunet_root",
+    "parse_folds",
+]
+
+log = logging.getLogger(__name__)
+
+#: What to install when nnU-Net is missing (said in every error about it).
+INSTALL_HINT = "this is an nnU-Net model; install seg-workstation[nnunet] (pip install nnunetv2)"
+#: The checkpoints nnU-Net writes per fold.
+CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")
+#: Module prefixes a ``plans.json`` may name: the network class, and the classes in its arguments.
+_ALLOWED_NETWORK_MODULES = ("dynamic_network_architectures.architectures.",)
+_ALLOWED_ARGUMENT_MODULES = ("torch.nn.",)
+
+
+# ---- the folder ----------------------------------------------------------------------------
+def is_nnunet_folder(path: str | os.PathLike) -> bool:
+    """True for an nnU-Net v2 trained-model folder (``dataset.json`` and ``plans.json`` in it)."""
+    p = Path(path)
+    return p.is_dir() and (p / "dataset.json").is_file() and (p / "plans.json").is_file()
+
+
+def nnunet_root(path: str | os.PathLike) -> tuple[Path, str | None, str | None] | None:
+    """The trained-model folder a path points into: ``(folder, fold, checkpoint)`` or None.
+
+    The folder itself gives ``(folder, None, None)``; its ``dataset.json``/``plans.json`` the same; a fold's
+    checkpoint ``fold_0/checkpoint_best.pth`` gives ``(folder, "0", "checkpoint_best.pth")`` (what a file
+    dialog returns when the user picks one checkpoint).
+    """
+    p = Path(path)
+    if is_nnunet_folder(p):
+        return p, None, None
+    if p.name in ("dataset.json", "plans.json") and is_nnunet_folder(p.parent):
+        return p.parent, None, None
+    if p.suffix == ".pth" and p.parent.name.startswith("fold_") and is_nnunet_folder(p.parent.parent):
+        return p.parent.parent, p.parent.name[len("fold_"):], p.name
+    return None
+
+
+def parse_folds(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"0,1"`` -> ``("0", "1")``; ``"all"`` -> ``("all",)``; None or empty -> None (every fold)."""
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else [str(t) for t in text]
+    folds = tuple(t.strip() for t in items if t.strip())
+    for f in folds:
+        if f != "all" and not f.isdigit():
+            raise CheckpointError(f"Invalid nnU-Net fold '{f}': give fold numbers such as 0,1 (or 'all').")
+    return folds or None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"The nnU-Net model folder has no {path.name} ({path}).") from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"The nnU-Net model's {path.name} cannot be read ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"The nnU-Net model's {path.name} is not a JSON object.")
+    return data
+
+
+@dataclass(frozen=True)
+class NnUNetModel:
+    """An nnU-Net v2 trained-model folder, described from its JSON files alone (nothing imported, no
+    weights read).
+
+    Attributes:
+        path: the folder (``.../Trainer__Plans__Configuration``).
+        dataset_name: ``DatasetXXX_Name`` (the parent folder), or the plans' ``dataset_name``.
+        trainer, plans, configuration: from the folder name ``Trainer__Plans__Configuration``.
+        channels: input channel names in order (``dataset.json`` ``channel_names``).
+        label_names: output label value -> name (regions: the ``regions_class_order`` values).
+        regions: region-based training: region name -> the dataset label values it covers, else empty.
+        file_ending: the dataset's image file ending (``.nii.gz``).
+        checkpoints: fold (``"0"``, ``"all"``) -> the checkpoint file names present in ``fold_N/``.
+        spacing: the configuration's target spacing in mm, nnU-Net axis order ``(z, y, x)``.
+        patch_size: the configuration's patch size, nnU-Net axis order.
+        dataset_json: ``dataset.json`` as read (nnU-Net's predictor takes it as it is).
+        plans_json: ``plans.json`` as read.
+        use_folds, use_checkpoint: the folds and checkpoint to run when nothing else is asked (a path to
+            one fold's checkpoint selects those; None: every fold with ``use_checkpoint``).
+    """
+
+    path: Path
+    dataset_name: str
+    trainer: str
+    plans: str
+    configuration: str
+    channels: tuple[str, ...]
+    label_names: dict[int, str]
+    regions: dict[str, tuple[int, ...]]
+    file_ending: str
+    checkpoints: dict[str, tuple[str, ...]]
+    spacing: tuple[float, ...]
+    patch_size: tuple[int, ...]
+    dataset_json: dict[str, Any] = field(repr=False)
+    plans_json: dict[str, Any] = field(repr=False)
+    use_folds: tuple[str, ...] | None = None
+    use_checkpoint: str = "checkpoint_final.pth"
+
+    def folds_with(self, checkpoint: str = "checkpoint_final.pth") -> tuple[str, ...]:
+        """The numbered folds that have ``checkpoint`` (``all`` is not included, as in nnU-Net's
+        auto-detection; ask for it explicitly)."""
+        return tuple(f for f, names in self.checkpoints.items() if f != "all" and checkpoint in names)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """A :class:`ModelSpec` with the dataset's channels and label names, so measurements, exports, the
+        GUI and DICOM SEG work unchanged (the network, spacing and normalisation are nnU-Net's own)."""
+        return _spec_of(self)
+
+    def summary(self) -> str:
+        """Several lines for ``seg-app info`` and the GUI's model card."""
+        folds = ", ".join(f"fold {f}: {'/'.join(n.replace('checkpoint_', '').replace('.pth', '') for n in names)}"
+                          for f, names in sorted(self.checkpoints.items())) or "none"
+        labels = ", ".join(f"{v}={n}" for v, n in self.label_names.items())
+        return "\n".join([
+            f"nnU-Net v2 model {self.dataset_name} ({self.trainer}, {self.plans}, {self.configuration})",
+            f"Inputs: {', '.join(self.channels)}",
+            f"Labels: {labels}" + (" (region-based: " + ", ".join(self.regions) + ")" if self.regions else ""),
+            f"Spacing (z, y, x): {'x'.join(f'{s:g}' for s in self.spacing)} mm; patch {'x'.join(map(str, self.patch_size))}",
+            f"Folds: {folds}",
+            f"Folder: {self.path}",
+        ])
+
+
+def describe_nnunet(path: str | os.PathLike) -> NnUNetModel:
+    """Read an nnU-Net v2 trained-model folder's ``dataset.json``, ``plans.json`` and fold folders.
+
+    Raises:
+        CheckpointError: not an nnU-Net folder, or its JSON files are missing or invalid.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointError(f"The nnU-Net model folder {root} does not exist.")
+    dataset = _read_json(root / "dataset.json")
+    plans = _read_json(root / "plans.json")
+    parts = root.name.split("__")
+    trainer, plans_name, config = (parts + ["", "", ""])[:3] if len(parts) == 3 else ("", "", "")
+    if not config:
+        raise CheckpointError(
+            f"The nnU-Net model folder name '{root.name}' is not Trainer__Plans__Configuration "
+            "(e.g. nnUNetTrainer__nnUNetPlans__3d_fullres); pass the folder nnU-Net wrote."
+        )
+    configs = plans.get("configurations")
+    if not isinstance(configs, dict) or config not in configs:
+        raise CheckpointError(f"The nnU-Net model's plans.json has no configuration '{config}'.")
+    try:
+        conf = _configuration(configs, config)
+        spacing = tuple(float(s) for s in conf["spacing"])
+        patch = tuple(int(s) for s in conf["patch_size"])
+        channel_map = dataset.get("channel_names", dataset.get("modality"))
+        channels = tuple(str(channel_map[k]) for k in sorted(channel_map, key=lambda k: int(k)))
+        label_names, regions = _labels(dataset)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"The nnU-Net model's dataset.json or plans.json is incomplete ({exc!r}).") from exc
+    if not channels:
+        raise CheckpointError("The nnU-Net model's dataset.json declares no input channel (channel_names).")
+    checkpoints: dict[str, tuple[str, ...]] = {}
+    for fold_dir in sorted(root.glob("fold_*")):
+        fold = fold_dir.name[len("fold_"):]
+        if fold_dir.is_dir() and (fold == "all" or fold.isdigit()):
+            checkpoints[fold] = tuple(n for n in CHECKPOINT_NAMES if (fold_dir / n).is_file())
+    dataset_name = root.parent.name if re.match(r"Dataset\d+_", root.parent.name) else str(plans.get("dataset_name", ""))
+    return NnUNetModel(
+        path=root, dataset_name=dataset_name or root.name, trainer=trainer, plans=plans_name, configuration=config,
+        channels=channels, label_names=label_names, regions=regions, file_ending=str(dataset.get("file_ending", "")),
+        checkpoints=checkpoints, spacing=spacing, patch_size=patch, dataset_json=dataset, plans_json=plans,
+    )
+
+
+def _configuration(configs: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A plans configuration with ``inherits_from`` resolved (as nnU-Net's ``PlansManager`` does)."""
+    conf = dict(configs[name])
+    seen = {name}
+    while "inherits_from" in conf:
+        parent = conf.pop("inherits_from")
+        if parent in seen or parent not in configs:
+            raise CheckpointError(f"The nnU-Net plans' configuration '{name}' inherits from an unknown '{parent}'.")
+        seen.add(parent)
+        conf = {**configs[parent], **conf}
+    return conf
+
+
+def _labels(dataset: Mapping[str, Any]) -> tuple[dict[int, str], dict[str, tuple[int, ...]]]:
+    """Output label value -> name, and the regions (region-based training) or ``{}``.
+
+    Label-based: the ``labels`` values (``ignore`` left out: it is never predicted). Region-based
+    (BraTS-style ``"whole tumor": [1, 2, 3]`` with ``regions_class_order``): nnU-Net writes value
+    ``regions_class_order[i]`` where region ``i`` is on, later regions painted over earlier ones, so value
+    ``i`` means "region i and not the next one"; BraTS's nested WT/TC/ET get the sub-region names
+    (oedema, necrotic / non-enhancing core, enhancing tumour) so WT/TC/ET composites are found again.
+    """
+    raw = dataset["labels"]
+    regions = {str(k): tuple(int(x) for x in v) for k, v in raw.items() if isinstance(v, (list, tuple))}
+    if not regions:
+        names = {int(v): str(k) for k, v in raw.items() if str(k).lower() != "ignore"}
+        if 0 not in names:
+            raise CheckpointError("The nnU-Net model's dataset.json labels have no background (value 0).")
+        return dict(sorted(names.items())), {}
+    order = [int(v) for v in dataset.get("regions_class_order", [])]
+    fg_regions = [(k, v) for k, v in raw.items() if isinstance(v, (list, tuple)) and str(k).lower() != "ignore"]
+    if len(order) != len(fg_regions):
+        raise CheckpointError("The nnU-Net model's dataset.json has regions but no matching regions_class_order.")
+    names = {0: "background"}
+    brats = _brats_names([k for k, _v in fg_regions])
+    for i, (value, (name, _labels_in)) in enumerate(zip(order, fg_regions)):
+        if brats is not None:
+            names[value] = brats[i]
+        elif i + 1 < len(fg_regions):
+            names[value] = f"{name} without {fg_regions[i + 1][0]}"
+        else:
+            names[value] = str(name)
+    return names, {str(k): tuple(int(x) for x in v) for k, v in fg_regions}
+
+
+def _brats_names(region_names: Sequence[str]) -> list[str] | None:
+    """Sub-region names for BraTS's nested regions (whole tumour, tumour core, enhancing) in this order."""
+    low = [n.lower().replace("_", " ") for n in region_names]
+    if len(low) == 3 and "whole" in low[0] and "core" in low[1] and "enhanc" in low[2]:
+        return ["oedema", "necrotic / non-enhancing core", "enhancing tumour"]
+    return None
+
+
+def _spec_of(model: NnUNetModel) -> ModelSpec:
+    labels = tuple(
+        LabelSpec(v, n, (0, 0, 0) if v == 0 else DEFAULT_COLORS[(i - 1) % len(DEFAULT_COLORS)])
+        for i, (v, n) in enumerate(model.label_names.items())
+    )
+    conf = _configuration(model.plans_json["configurations"], model.configuration)
+    channels = tuple(ChannelSpec(c, "CT" if c.strip().upper() == "CT" else "MR") for c in model.channels)
+    spacing = tuple(reversed(model.spacing)) if len(model.spacing) == 3 else (1.0, *reversed(model.spacing))
+    patch = tuple(reversed(model.patch_size)) if len(model.patch_size) == 3 else (1, *reversed(model.patch_size))
+    return ModelSpec(
+        name=model.dataset_name,
+        network=NetworkSpec(name=f"nnU-Net {model.trainer}", kwargs={
+            "plans": model.plans, "configuration": model.configuration,
+            "architecture": str(conf.get("architecture", {}).get("network_class_name", "")),
+        }),
+        channels=channels,
+        labels=labels,
+        target_spacing=spacing,  # type: ignore[arg-type]
+        inference=InferenceSpec(roi_size=patch, overlap=0.5, blend_mode="gaussian", sw_batch_size=1),  # type: ignore[arg-type]
+        normalization=NormalizationSpec(scheme="none"),  # nnU-Net normalises itself (plans' schemes)
+        orientation="file voxel axes",
+        description=(f"nnU-Net v2 trained model ({model.trainer}, {model.plans}, {model.configuration}); "
+                     f"normalisation {', '.join(map(str, conf.get('normalization_schemes', [])))}"),
+        dataset={"name": model.dataset_name, "source": "nnU-Net v2 dataset.json",
+                 **({"regions": {k: list(v) for k, v in model.regions.items()}} if model.regions else {})},
+        training={"framework": "nnU-Net v2", "trainer": model.trainer, "plans": model.plans,
+                  "configuration": model.configuration, "folds": sorted(model.checkpoints)},
+    )
+
+
+# ---- loading the model (nnU-Net imported here only) ---------------------------------------
+def _import_nnunet() -> Any:
+    try:
+        import nnunetv2  # noqa: F401
+        from nnunetv2.inference import predict_from_raw_data
+    except ImportError as exc:
+        raise CheckpointError(f"{INSTALL_HINT} ({exc}).") from exc
+    return predict_from_raw_data
+
+
+def _load_checkpoint(path: Path, trust_model: bool) -> dict[str, Any]:
+    """One fold's checkpoint as plain values: ``torch.load(weights_only=True)`` (numpy scalars, which
+    nnU-Net's training log holds, allowed as data); pickled objects need ``trust_model``."""
+    import torch
+
+    if not path.is_file():
+        raise CheckpointError(f"The nnU-Net model has no {path.parent.name}/{path.name} ({path}).")
+    if trust_model:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"The nnU-Net checkpoint {path} cannot be read ({_first_line(exc)}).") from exc
+    else:
+        safe = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64))]
+        try:
+            from numpy._core.multiarray import scalar  # numpy >= 2
+        except ImportError:  # pragma: no cover - numpy 1.x
+            from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+        safe.append(scalar)
+        try:
+            with warnings.catch_warnings(), torch.serialization.safe_globals(safe):
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+            if not detail:
+                raise CheckpointError(f"The nnU-Net checkpoint {path} cannot be read ({_first_line(exc)}).") from exc
+            raise CheckpointError(
+                f"The nnU-Net checkpoint {path.parent.name}/{path.name} holds pickled objects that cannot be "
+                f"loaded safely ({detail}); loading it could run code from the file. If you trust where it "
+                "came from, pass --trust-model."
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in many ways
+            raise CheckpointError(f"The nnU-Net checkpoint {path} cannot be read ({_first_line(exc)}).") from exc
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network_weights"), Mapping):
+        raise CheckpointError(f"{path} is not an nnU-Net v2 checkpoint (no network_weights).")
+    return ckpt
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _check_plans_classes(configuration_manager: Any) -> None:
+    """Refuse a ``plans.json`` that names classes outside nnU-Net's architectures and ``torch.nn``
+    (nnU-Net imports them by name and calls them)."""
+    cls_name = str(configuration_manager.network_arch_class_name)
+    if not cls_name.startswith(_ALLOWED_NETWORK_MODULES):
+        raise CheckpointError(
+            f"The nnU-Net plans name the network class '{cls_name}'; only dynamic_network_architectures "
+            "architectures are loaded (refused: it would import and call that name)."
+        )
+    kwargs = configuration_manager.network_arch_init_kwargs
+    for key in configuration_manager.network_arch_init_kwargs_req_import:
+        value = kwargs.get(key)
+        if value is not None and not str(value).startswith(_ALLOWED_ARGUMENT_MODULES):
+            raise CheckpointError(
+                f"The nnU-Net plans give the network argument {key}='{value}'; only torch.nn classes are allowed."
+            )
+
+
+def _trainer_class(name: str) -> Any:
+    """The installed nnU-Net trainer class ``name``.
+
+    nnU-Net's own lookup (``recursive_find_trainer_class_by_name``) imports every trainer module until one
+    has the class, including the Primus trainers that need timm and torchvision (broken where a CUDA
+    torchvision sits beside a CPU torch). Here only the module that defines ``class name(`` is imported,
+    found by reading the installed trainer sources; nnU-Net's lookup (which also searches
+    ``nnUNet_extTrainer``) is the fallback.
+    """
+    import importlib
+
+    import nnunetv2
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    if name == "nnUNetTrainer":
+        return nnUNetTrainer
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise CheckpointError(f"The nnU-Net checkpoint names an invalid trainer '{name}'.")
+    pkg_root = Path(nnunetv2.__path__[0])
+    pattern = re.compile(rf"^class\s+{re.escape(name)}\s*[(:]", re.MULTILINE)
+    for source in sorted((pkg_root / "training" / "nnUNetTrainer").rglob("*.py")):
+        try:
+            if not pattern.search(source.read_text(encoding="utf-8", errors="replace")):
+                continue
+        except OSError:
+            continue
+        module = "nnunetv2." + ".".join(source.relative_to(pkg_root).with_suffix("").parts)
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except Exception as exc:  # noqa: BLE001 - a trainer module whose dependencies are missing or broken
+            raise CheckpointError(f"The nnU-Net trainer {name} cannot be imported ({_first_line(exc)}).") from exc
+        if isinstance(cls, type) and issubclass(cls, nnUNetTrainer):
+            return cls
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    return recursive_find_trainer_class_by_name(name)
+
+
+def _predictor_class() -> type:
+    """``nnUNetPredictor`` with a progress/cancel hook around each sliding-window step (created once
+    nnU-Net is imported)."""
+    global _PREDICTOR_CLASS
+    if _PREDICTOR_CLASS is not None:
+        return _PREDICTOR_CLASS
+    base = _import_nnunet().nnUNetPredictor
+
+    class _HookedPredictor(base):  # type: ignore[misc, valid-type]
+        """nnU-Net's predictor; each window reports progress, and once cancelled the remaining windows
+        are skipped (nnU-Net's loader thread still drains its queue) and ``Cancelled`` is raised."""
+
+        step_hook: Any = None  # callable() -> bool: True when cancelled
+
+        def _internal_maybe_mirror_and_predict(self, x: Any) -> Any:
+            hook = self.step_hook
+            if hook is not None and hook():
+                import torch
+
+                heads = self.label_manager.num_segmentation_heads
+                return torch.zeros((x.shape[0], heads, *x.shape[2:]), dtype=x.dtype, device=x.device)
+            return super()._internal_maybe_mirror_and_predict(x)
+
+    _PREDICTOR_CLASS = _HookedPredictor
+    return _HookedPredictor
+
+
+_PREDICTOR_CLASS: type | None = None
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """A model path for the app: an :class:`NnUNetModel` for an nnU-Net folder (or a file in one),
+    otherwise our checkpoint (:func:`seg_app.core.spec.load_checkpoint`)."""
+    root = nnunet_root(path)
+    if root is not None:
+        folder, fold, ckpt_name = root
+        model = describe_nnunet(folder)
+        return dataclasses.replace(model, use_folds=(fold,), use_checkpoint=ckpt_name) if fold else model
+    from seg_app.core.spec import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def make_segmenter(model: Any = None, *, device: str = "auto", tta: bool = False, folds: Sequence[str] | str | None = None,
+                   checkpoint: str | None = None, trust_model: bool = False, **kwargs: Any) -> Any:
+    """The one factory: :class:`NnUNetSegmenter` for an nnU-Net folder (a path into one, or an
+    :class:`NnUNetModel`), else :class:`~seg_app.core.inference.Segmenter` (``kwargs`` go to it).
+
+    ``folds``/``checkpoint`` apply to nnU-Net models only; a path to one fold's checkpoint selects that
+    fold and file unless they are given.
+    """
+    if isinstance(model, (str, os.PathLike)) and nnunet_root(model) is not None:
+        model = load_model(model)
+    if isinstance(model, NnUNetModel):
+        return NnUNetSegmenter(
+            model, folds=folds if folds is not None else model.use_folds,
+            checkpoint=checkpoint or model.use_checkpoint, device=device, tta=tta, trust_model=trust_model,
+        )
+    if folds is not None or checkpoint is not None:
+        raise CheckpointError("--folds and --checkpoint apply to nnU-Net model folders only.")
+    import inspect
+
+    from seg_app.core.inference import Segmenter
+
+    if trust_model and "trust_model" in inspect.signature(Segmenter).parameters:  # MONAI bundles' TorchScript
+        kwargs["trust_model"] = True
+    return Segmenter(model, device=device, tta=tta, **kwargs)
+
+
+# ---- the segmenter ---------------------------------------------------------------------------
+@dataclass
+class NnUNetPrepared:
+    """A scan preprocessed by nnU-Net (output of :meth:`NnUNetSegmenter.prepare`)."""
+
+    volume: Volume
+    data: Any  # torch.Tensor (C, z, y, x) on nnU-Net's grid; None once predicted
+    properties: dict[str, Any]
+    warnings: list[str]
+    seconds: float
+
+
+@dataclass
+class NnUNetPrediction:
+    """nnU-Net's logits on its own grid (output of :meth:`NnUNetSegmenter.predict_prepared`)."""
+
+    logits: Any  # torch.Tensor (heads, z, y, x), CPU
+    device: str
+
+
+class NnUNetSegmenter:
+    """Segments ``Volume``s with an nnU-Net v2 trained-model folder through nnU-Net's own predictor.
+
+    Args:
+        model: the trained-model folder, or an :class:`NnUNetModel`.
+        folds: folds to ensemble (``("0", "1")``, ``"0,1"`` or ``("all",)``); None: every fold with
+            ``checkpoint`` (nnU-Net's default).
+        checkpoint: ``checkpoint_final.pth`` (default) or ``checkpoint_best.pth``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (our device policy).
+        tta: nnU-Net's mirroring (test-time flips along the axes the trainer allowed); off unless asked,
+            like our own models (``nnUNetv2_predict`` has it on: 8 network calls per window in 3D).
+        trust_model: allow checkpoints that need pickled objects (``torch.load(weights_only=False)``).
+
+    Raises:
+        CheckpointError: nnU-Net not installed, a missing fold or checkpoint, a broken or unsafe folder.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | NnUNetModel,
+        folds: Sequence[str] | str | None = None,
+        checkpoint: str = "checkpoint_final.pth",
+        device: str = "auto",
+        tta: bool = False,
+        *,
+        trust_model: bool = False,
+    ) -> None:
+        from seg_app.core.runtime import configure_torch_threads, select_device
+
+        self.model = model if isinstance(model, NnUNetModel) else describe_nnunet(model)
+        self.path = str(self.model.path)
+        self.spec: ModelSpec = self.model.spec
+        self.tta = bool(tta)
+        self.device = select_device(device)
+        self.checkpoint_name = checkpoint
+        chosen = parse_folds(folds)
+        if chosen is None:
+            chosen = self.model.folds_with(checkpoint)
+            if not chosen:
+                have = ", ".join(f"fold_{f}" for f in self.model.checkpoints) or "no fold_* folder"
+                raise CheckpointError(f"The nnU-Net model {self.model.path} has no fold with {checkpoint} ({have}).")
+        for f in chosen:
+            if checkpoint not in self.model.checkpoints.get(f, ()):
+                have = ", ".join(f"fold_{k}" for k, v in self.model.checkpoints.items() if checkpoint in v) or "none"
+                raise CheckpointError(
+                    f"The nnU-Net model {self.model.path} has no fold_{f}/{checkpoint} (folds with it: {have})."
+                )
+        self.folds: tuple[str, ...] = tuple(chosen)
+        self.threads = configure_torch_threads()
+        self._lock = threading.RLock()
+        self._predictor = self._build_predictor(trust_model)
+
+    # -- setup --
+    def _build_predictor(self, trust_model: bool) -> Any:
+        import torch
+
+        _import_nnunet()
+        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        params, trainer_name, configuration, mirror_axes = [], "", "", None
+        for i, fold in enumerate(self.folds):
+            ckpt = _load_checkpoint(self.model.path / f"fold_{fold}" / self.checkpoint_name, trust_model)
+            if i == 0:
+                trainer_name = str(ckpt.get("trainer_name") or self.model.trainer)
+                init_args = ckpt.get("init_args") if isinstance(ckpt.get("init_args"), Mapping) else {}
+                configuration = str(init_args.get("configuration") or self.model.configuration)
+                mirror_axes = ckpt.get("inference_allowed_mirroring_axes")
+            params.append(dict(ckpt["network_weights"]))
+            del ckpt
+        try:
+            plans_manager = PlansManager(self.model.plans_json)
+            conf = plans_manager.get_configuration(configuration)
+            _check_plans_classes(conf)
+            dataset_json = self.model.dataset_json
+            n_in = determine_num_input_channels(plans_manager, conf, dataset_json)
+            n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+            with contextlib.redirect_stdout(io.StringIO()):
+                trainer_class = _trainer_class(trainer_name)
+                network = trainer_class.build_network_architecture(plans_manager, conf, n_in, n_out,
+                                                                   enable_deep_supervision=False)
+            network.load_state_dict(params[0])
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nnU-Net raises many kinds; one clear line
+            raise CheckpointError(f"The nnU-Net model {self.model.path} cannot be set up ({_first_line(exc)}).") from exc
+        predictor_cls = _predictor_class()
+        with contextlib.redirect_stdout(io.StringIO()):  # its CPU notice would land on our stdout
+            predictor = predictor_cls(tile_step_size=0.5, use_gaussian=True, use_mirroring=self.tta,
+                                      perform_everything_on_device=self.device.type == "cuda",
+                                      device=torch.device(self.device), verbose=False, verbose_preprocessing=False,
+                                      allow_tqdm=False)
+            predictor.manual_initialization(network, plans_manager, conf, params, dataset_json, trainer_name,
+                                            tuple(mirror_axes) if mirror_axes is not None else None)
+        self.trainer_name, self.configuration = trainer_name, configuration
+        return predictor
+
+    # -- main entry --
+    def segment(self, volume: Volume, *, progress: ProgressCallback | None = None, cancel: CancelCheck = None,
+                return_probabilities: bool = True) -> Any:
+        """Segment ``volume`` (every map on its grid): :meth:`prepare` -> :meth:`predict_prepared` ->
+        :meth:`finish`. Raises ``IncompatibleInputError`` (channels, NaN), ``Cancelled``."""
+        with self._lock:
+            raise_if_cancelled(cancel)
+            prepared = self.prepare(volume)
+            raise_if_cancelled(cancel)
+            pred = self.predict_prepared(prepared, progress=progress, cancel=cancel)
+            return self.finish(prepared, pred, return_probabilities=return_probabilities)
+
+    def prepare(self, volume: Volume) -> NnUNetPrepared:
+        """Check the input, then nnU-Net's preprocessing (crop, transpose, resample, normalise)."""
+        from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
+
+        from seg_app.core.ood import domain_warnings
+        from seg_app.core.preprocess import check_compatible
+
+        t0 = time.perf_counter()
+        check_compatible(volume, self.spec)
+        warnings_ = list(domain_warnings(volume, self.spec))
+        image, props = self._to_nnunet(volume)
+        p = self._predictor
+        with contextlib.redirect_stdout(io.StringIO()):
+            adapter = PreprocessAdapterFromNpy([image], None, [props], None, p.plans_manager, p.dataset_json,
+                                               p.configuration_manager, num_threads_in_multithreaded=1, verbose=False)
+            dct = next(adapter)
+        return NnUNetPrepared(volume, dct["data"], dct["data_properties"], warnings_, time.perf_counter() - t0)
+
+    def predict_prepared(self, prepared: NnUNetPrepared, *, progress: ProgressCallback | None = None,
+                         cancel: CancelCheck = None) -> NnUNetPrediction:
+        """nnU-Net's ``predict_logits_from_preprocessed_data`` (every fold, sliding window, mirroring when
+        ``tta``); ``progress(done, total)`` per window over all folds, ``cancel`` checked per window."""
+        import torch
+
+        with self._lock:
+            t0 = time.perf_counter()
+            data, prepared.data = prepared.data, None
+            if data is None:
+                raise ValueError("This prepared scan was already predicted.")
+            p = self._predictor
+            padded = [max(s, ps) for s, ps in zip(data.shape[1:], p.configuration_manager.patch_size)]
+            total = len(p._internal_get_sliding_window_slicers(tuple(padded))) * len(p.list_of_parameters)
+            done = [0]
+            flag = threading.Event()
+
+            def hook() -> bool:
+                if flag.is_set() or is_cancelled(cancel):
+                    flag.set()
+                    return True
+                done[0] += 1
+                if progress is not None:
+                    progress(min(done[0], total), total)
+                return False
+
+            threads = torch.get_num_threads()
+            p.step_hook = hook
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    logits = p.predict_logits_from_preprocessed_data(data)
+            finally:
+                p.step_hook = None
+                torch.set_num_threads(threads)
+            if flag.is_set():
+                raise Cancelled("Segmentation was cancelled.")
+            prepared.seconds += time.perf_counter() - t0
+            return NnUNetPrediction(logits.cpu(), self.device.type)
+
+    def finish(self, prepared: NnUNetPrepared, pred: NnUNetPrediction, *, return_probabilities: bool = True) -> Any:
+        """nnU-Net's ``convert_predicted_logits_to_segmentation_with_correct_shape`` back onto the scan's
+        grid, as a :class:`~seg_app.core.inference.SegmentationResult` with our label map."""
+        import torch
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        from seg_app.core.inference import SegmentationResult
+
+        t0 = time.perf_counter()
+        p = self._predictor
+        out = convert_predicted_logits_to_segmentation_with_correct_shape(
+            pred.logits, p.plans_manager, p.configuration_manager, p.label_manager, prepared.properties,
+            return_probabilities=return_probabilities, num_threads_torch=torch.get_num_threads(),
+        )
+        seg, probs = out if return_probabilities else (out, None)
+        volume = prepared.volume
+        labels = np.ascontiguousarray(np.asarray(seg).transpose(2, 1, 0)).astype(np.uint8)
+        fg = None
+        if probs is not None:
+            probs = np.asarray(probs, dtype=np.float32)
+            fg_zyx = probs.max(axis=0) if p.label_manager.has_regions else 1.0 - probs[0]
+            fg = np.clip(np.ascontiguousarray(fg_zyx.transpose(2, 1, 0))[None], 0.0, 1.0).astype(np.float32)
+            del probs
+        warnings_ = tuple(prepared.warnings)
+        return SegmentationResult(
+            labels=volume.with_array(labels[None], channel_names=(), warnings=warnings_, modality=volume.modality),
+            probabilities=(volume.with_array(fg, channel_names=("foreground probability",), warnings=())
+                           if fg is not None else None),
+            spec=self.spec,
+            device=pred.device,
+            seconds=prepared.seconds + time.perf_counter() - t0,
+            warnings=warnings_,
+            agreement=None,
+        )
+
+    # -- axes --
+    @staticmethod
+    def _to_nnunet(volume: Volume) -> tuple[np.ndarray, dict[str, Any]]:
+        """``(C, I, J, K)`` -> nnU-Net's ``(C, z, y, x)`` (SimpleITK's order: the file's axes reversed)
+        as float32, and ``{"spacing": (sz, sy, sx)}``."""
+        image = np.ascontiguousarray(np.asarray(volume.array, dtype=np.float32).transpose(0, 3, 2, 1))
+        return image, {"spacing": [float(s) for s in volume.spacing[::-1]]}
+
