@@ -296,7 +296,12 @@ class JobController(QObject):
 
             from seg_app.core.spec import default_model_path, load_checkpoint
 
-            ckpt = load_checkpoint(path or default_model_path())
+            from seg_app.core.nnunet_model import load_model, nnunet_root
+
+            if path and nnunet_root(path) is not None:  # an nnU-Net folder, its dataset.json or a fold's .pth
+                ckpt = load_model(path)  # NnUNetModel: .spec and .path like a Checkpoint
+            else:
+                ckpt = load_checkpoint(path or default_model_path())
             return ckpt, bool(torch.cuda.is_available())
 
         job = self.start_job(load, "model loading")
@@ -361,13 +366,13 @@ class JobController(QObject):
         cache = self._segmenters
 
         def segment(progress, cancel):
-            from seg_app.core.inference import Segmenter
+            from seg_app.core.nnunet_model import make_segmenter
 
             key = (id(ckpt), device, tta)
             seg = cache.get(key)
             if seg is None:
                 cache.clear()
-                seg = cache[key] = Segmenter(model=ckpt, device=device, tta=tta)
+                seg = cache[key] = make_segmenter(ckpt, device=device, tta=tta)  # Segmenter or NnUNetSegmenter
             return seg.segment(volume, progress=progress, cancel=cancel, return_probabilities=True)
 
         job = self.start_job(segment, "segmentation")
