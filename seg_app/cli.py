@@ -74,6 +74,15 @@ def checkpoint_info(path: str) -> None:
 
     from seg_app.core.spec import load_checkpoint, model_card
 
+    from seg_app.core.nnunet_model import describe_nnunet, nnunet_root
+
+    root = nnunet_root(path)
+    if root is not None:  # an nnU-Net v2 folder (or a file in it): its JSON files, no weights read
+        model = describe_nnunet(root[0])
+        print(model.summary())
+        print(model_card(model.spec))
+        return
+
     ckpt = load_checkpoint(path)
     print(f"Checkpoint: {path}")
     print(model_card(ckpt.spec))
