@@ -29,13 +29,13 @@ def window(qtbot, tmp_path):
     win.resize(1000, 700)
     win.show()
     job = win.open_path(str(scan))
-    assert job is not None and wait_for(job, timeout_s=60)
+    assert job is not None and wait_for(job, timeout_s=300)
     yield win
     for dlg in (getattr(win, "compare_window", None),):
         if dlg is not None:
             dlg.close()
     while win.measure_job is not None:
-        wait_for(win.measure_job, timeout_s=60)
+        wait_for(win.measure_job, timeout_s=300)
     win.setWindowModified(False)
     win.close()
 
@@ -53,7 +53,7 @@ def _masks():
 def _wait(job):
     from seg_app.gui.workers import wait_for
 
-    assert job is not None and wait_for(job, timeout_s=60)
+    assert job is not None and wait_for(job, timeout_s=300)
 
 
 def _display(win, ijk):
@@ -150,5 +150,5 @@ def test_bad_mask_file_is_an_error_and_the_window_stays_usable(window, tmp_path)
     from seg_app.gui.workers import wait_for
 
     job = win.open_path(str(write_nifti(tmp_path / "other.nii.gz", seed=3)))
-    assert job is not None and wait_for(job, timeout_s=60)
+    assert job is not None and wait_for(job, timeout_s=300)
     assert dlg.outcome is None and dlg.data.labels is None and dlg.label_table.rowCount() == 0
