@@ -69,10 +69,11 @@ def _fail(exc: BaseException, verbose: bool) -> int:
 
 
 def checkpoint_info(path: str) -> None:
-    """Print a checkpoint's model card, then its full spec as JSON (``seg-app info MODEL.pt``)."""
+    """Print a checkpoint's (or MONAI bundle's) model card, then its full spec as JSON (``seg-app info MODEL.pt``)."""
     import json
 
-    from seg_app.core.spec import load_checkpoint, model_card
+    from seg_app.core.model_sources import load_model_checkpoint
+    from seg_app.core.spec import model_card
 
     from seg_app.core.nnunet_model import describe_nnunet, nnunet_root
 
@@ -83,7 +84,7 @@ def checkpoint_info(path: str) -> None:
         print(model_card(model.spec))
         return
 
-    ckpt = load_checkpoint(path)
+    ckpt = load_model_checkpoint(path)
     print(f"Checkpoint: {path}")
     print(model_card(ckpt.spec))
     if ckpt.training_state:
@@ -101,7 +102,9 @@ def info_command(argv: Sequence[str]) -> int:
 
     args = _info_parser().parse_args(argv)
     try:
-        if args.path.lower().endswith((".pt", ".pth")):
+        from seg_app.core.model_sources import is_model_folder
+
+        if args.path.lower().endswith((".pt", ".pth")) or is_model_folder(args.path):
             checkpoint_info(args.path)
             return 0
         from seg_app.core.segmentation_io import describe_dicom_seg, is_dicom_seg

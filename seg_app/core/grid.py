@@ -107,6 +107,8 @@ def _source_crop(volume: Volume, spec: ModelSpec, margin: int = CROP_MARGIN) -> 
     scheme = spec.normalization.scheme
     if scheme not in ("zscore_nonzero", "ct_window"):  # percentiles depend on the whole scan: general path
         return None
+    if spec.native_grid:  # nothing is resampled: the general path crops the normalised scan as it is
+        return None
     ornt = nib.orientations.io_orientation(volume.affine)
     target = nib.orientations.axcodes2ornt(spec.orientation)
     tr = nib.orientations.ornt_transform(ornt, target)  # source axis a -> model axis tr[a, 0], flip tr[a, 1]

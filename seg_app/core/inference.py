@@ -56,7 +56,9 @@ from seg_app.core.sliding_window import (
     raise_if_cancelled,
     softmax_,
 )
-from seg_app.core.spec import Checkpoint, ModelSpec, default_model_path, load_checkpoint, network_from_checkpoint
+from seg_app.core.model_sources import load_model_checkpoint
+from seg_app.core.regions import nested_region_labels
+from seg_app.core.spec import Checkpoint, ModelSpec, default_model_path, network_from_checkpoint
 from seg_app.core.volume import Volume
 
 __all__ = ["ModelGridPrediction", "PreparedScan", "SegmentationResult", "Segmenter", "SourceGridPrediction"]
@@ -99,7 +101,8 @@ class ModelGridPrediction:
     """Output of :meth:`Segmenter.predict_on_model_grid` (CPU tensors on the cropped model grid).
 
     Attributes:
-        probabilities: ``(1, i, j, k)`` foreground probability for two-label models, otherwise the
+        probabilities: ``(1, i, j, k)`` foreground probability for two-label models, the sigmoid
+            ``(R, i, j, k)`` of each region for ``sigmoid_nested_regions`` models, otherwise the
             softmax ``(L, i, j, k)``; float32, averaged over the TTA flips.
         affine: voxel->RAS affine of that grid (the crop's).
         agreement: ``(i, j, k)`` fraction of TTA predictions agreeing with the final label, or None.
@@ -151,7 +154,8 @@ class Segmenter:
     """Segments ``Volume``s with one model; reusable across scans and threads (one call at a time).
 
     Args:
-        model: checkpoint path, a loaded ``Checkpoint``, or None for the bundled default model.
+        model: checkpoint path or MONAI bundle folder (:func:`~seg_app.core.model_sources.load_model_checkpoint`),
+            a loaded ``Checkpoint``, or None for the bundled default model.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         tta: test-time augmentation (identity + flips along each axis, probabilities averaged).
         backend: ``auto`` (ONNX Runtime on the CPU when available, matching and faster), ``torch`` or
@@ -160,6 +164,7 @@ class Segmenter:
         sw_batch_size: windows per network call (default: the spec's; 2-4 windows per call are ~15 % faster than 1 with ONNX Runtime on the CPU).
         cpu_spinning: ONNX Runtime's idle threads spin between operators (lowest latency when nothing else
             runs); False when other threads need the cores meanwhile (``seg-app predict``'s pipeline).
+        trust_model: allow a MONAI bundle's TorchScript ``models/model.ts`` (``--trust-model``).
     """
 
     def __init__(
@@ -172,6 +177,7 @@ class Segmenter:
         crop_foreground: bool = True,
         sw_batch_size: int | None = None,
         cpu_spinning: bool = True,
+        trust_model: bool = False,
     ) -> None:
         if backend not in ("auto", "torch", "onnxruntime"):
             raise ValueError(f"Unknown backend '{backend}' (auto, torch or onnxruntime).")
@@ -179,7 +185,7 @@ class Segmenter:
             model = default_model_path()
             if not Path(model).is_file():
                 raise CheckpointError(f"The bundled model '{Path(model).name}' is missing; pass a checkpoint with --model.")
-        ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
+        ckpt = model if isinstance(model, Checkpoint) else load_model_checkpoint(model, trust_model=trust_model)
         self.checkpoint = ckpt
         self.spec: ModelSpec = ckpt.spec
         self.device = select_device(device)
@@ -197,7 +203,12 @@ class Segmenter:
     @property
     def _binary(self) -> bool:
         """Two labels: one foreground-probability channel is enough."""
-        return self.spec.out_channels == 2
+        return self.spec.out_channels == 2 and not self._regions
+
+    @property
+    def _regions(self) -> bool:
+        """Sigmoid outputs of the nested regions TC/WT/ET (MONAI Model Zoo BraTS bundle)."""
+        return self.spec.inference.activation == "sigmoid_nested_regions"
 
     @property
     def _flips(self) -> list[tuple[int, ...]]:
@@ -319,7 +330,14 @@ class Segmenter:
         """Map a model-grid prediction onto ``volume``'s grid: labels (argmax), foreground
         probability and TTA agreement. Voxels outside the predicted box are background."""
         values = np.array([lab.value for lab in self.spec.labels], dtype=np.uint8)
-        if self._binary:
+        if self._regions:
+            # thresholded after mapping back, as the bundle's Invertd -> AsDiscreted; foreground = the
+            # largest region probability, so it is above 0.5 exactly where the label is not background
+            full = to_source_grid(pred.probabilities, pred.affine, volume, fill=[0.0] * self.spec.out_channels)
+            labels = nested_region_labels(full, self.spec.inference.region_channels)
+            fg = full.max(axis=0, keepdims=True)
+            del full
+        elif self._binary:
             fg = to_source_grid(pred.probabilities, pred.affine, volume, fill=[0.0])
             labels = np.where(fg[0] > 0.5, values[1], values[0]).astype(np.uint8)
         else:
@@ -402,11 +420,13 @@ class Segmenter:
             predictor, xi[None], self.spec, sw_device=device, device=stitch, sw_batch_size=sw_batch_size,
             progress=progress, cancel=cancel,
         )[0].to("cpu")
-        p = out.sigmoid_() if self._binary else softmax_(out, dim=0)  # (1 or L, ...) probabilities
+        p = out.sigmoid_() if self._binary or self._regions else softmax_(out, dim=0)  # (1, L or R, ...) probabilities
         return torch.flip(p, axes) if axes else p
 
     def _hard_labels(self, p: torch.Tensor) -> torch.Tensor:
-        """Channel indices (uint8) of probabilities as :meth:`_predict_flipped` returns them."""
+        """Channel indices (uint8; region models: label values) of probabilities as :meth:`_predict_flipped` returns them."""
+        if self._regions:
+            return torch.from_numpy(nested_region_labels(p.numpy(), self.spec.inference.region_channels))
         return (p[0] > 0.5).to(torch.uint8) if self._binary else torch.argmax(p, dim=0).to(torch.uint8)
 
     # -- backends --

@@ -174,7 +174,8 @@ def _beside_checkpoint(checkpoint: Checkpoint, sha256: str, allow_unsigned: bool
 
 
 def compare_backends(network: torch.nn.Module, predictor: OnnxPredictor, spec: ModelSpec, repeats: int = 2) -> dict[str, Any]:
-    """Run one ROI-sized window through torch and ONNX Runtime: max softmax difference and seconds."""
+    """Run one ROI-sized window through torch and ONNX Runtime: max probability difference (softmax, or
+    sigmoid for region models) and seconds."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn((1, spec.in_channels, *spec.inference.roi_size), generator=gen)
     net = network.to("cpu").eval()
@@ -189,7 +190,8 @@ def compare_backends(network: torch.nn.Module, predictor: OnnxPredictor, spec: M
         for _ in range(repeats):
             predictor(x)
         t_ort = (time.perf_counter() - t0) / repeats
-        diff = float((torch.softmax(ref.float(), 1) - torch.softmax(out.float(), 1)).abs().max())
+        act = torch.sigmoid if spec.inference.activation != "softmax" else (lambda t: torch.softmax(t, 1))
+        diff = float((act(ref.float()) - act(out.float())).abs().max())  # probabilities as the Segmenter makes them
     return {"max_abs_prob_diff": diff, "torch_s": t_torch, "ort_s": t_ort, "match": diff <= ORT_TOLERANCE}
 
 

@@ -77,7 +77,9 @@ class LoadVolumed(MapTransform):
 
 
 def spatial_transforms(spec: ModelSpec, image_keys: Sequence[str] = ("image",), label_keys: Sequence[str] = ()) -> list:
-    """Orientation and spacing transforms (image: bilinear, labels: nearest)."""
+    """Orientation and spacing transforms (image: bilinear, labels: nearest); none for ``spec.native_grid``."""
+    if spec.native_grid:
+        return []
     keys = list(image_keys) + list(label_keys)
     modes = ["bilinear"] * len(image_keys) + ["nearest"] * len(label_keys)
     return [

@@ -29,6 +29,7 @@ __all__ = [
     "brats_role",
     "composite_regions",
     "lesion_mask",
+    "nested_region_labels",
     "region_mask",
 ]
 
@@ -90,3 +91,24 @@ def lesion_mask(labels: np.ndarray, label_names: Mapping[int, str]) -> np.ndarra
     if regions:
         return region_mask(labels, regions["WT"])
     return labels != 0
+
+
+def nested_region_labels(
+    probabilities: np.ndarray, region_channels: tuple[str, ...] | list[str], threshold: float = 0.5
+) -> np.ndarray:
+    """BraTS label map (uint8) from per-region probabilities of the nested regions TC, WT and ET.
+
+    Args:
+        probabilities: ``(R, I, J, K)``, one channel per region (sigmoid outputs).
+        region_channels: the region of each channel, a permutation of ``("TC", "WT", "ET")``.
+        threshold: a region is present where its probability is above this.
+
+    ET -> 3 (enhancing), else TC -> 1 (necrotic/non-enhancing core), else WT -> 2 (oedema), else 0:
+    the order of the MONAI Model Zoo ``brats_mri_segmentation`` bundle (which writes ET as 4).
+    """
+    index = {name: list(region_channels).index(name) for name in ("TC", "WT", "ET")}
+    out = np.zeros(probabilities.shape[1:], dtype=np.uint8)
+    out[probabilities[index["WT"]] > threshold] = 2
+    out[probabilities[index["TC"]] > threshold] = 1
+    out[probabilities[index["ET"]] > threshold] = 3
+    return out

@@ -29,7 +29,7 @@ from seg_app.core.errors import CheckpointError
 from seg_app.core.files import atomic_write
 
 __all__ = [
-    "BLEND_MODES", "CHECKPOINT_FORMAT", "ChannelSpec", "Checkpoint", "DEFAULT_COLORS", "FORMAT_VERSION",
+    "BLEND_MODES", "CHECKPOINT_FORMAT", "NESTED_REGIONS", "OUTPUT_ACTIVATIONS", "ChannelSpec", "Checkpoint", "DEFAULT_COLORS", "FORMAT_VERSION",
     "InferenceSpec", "LabelSpec", "ModelSpec", "NETWORKS", "NORMALIZATION_SCHEMES", "NetworkSpec",
     "NormalizationSpec", "PostprocessSpec", "build_network", "default_model_path", "load_checkpoint",
     "load_model", "model_card", "network_from_checkpoint", "now_iso", "package_versions",
@@ -41,6 +41,12 @@ FORMAT_VERSION = 1
 
 NORMALIZATION_SCHEMES = ("zscore_nonzero", "ct_window", "percentile", "none")
 BLEND_MODES = ("gaussian", "constant")
+#: How network outputs become labels: ``softmax`` (one channel per label, argmax; every checkpoint of
+#: this app) or ``sigmoid_nested_regions`` (one sigmoid channel per nested BraTS region TC/WT/ET,
+#: thresholded at 0.5 and turned into labels 1-3; MONAI Model Zoo ``brats_mri_segmentation``).
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid_nested_regions")
+#: The nested regions a ``sigmoid_nested_regions`` model outputs, one channel each (in any order).
+NESTED_REGIONS = ("TC", "WT", "ET")
 
 
 def _unet(**kw: Any) -> torch.nn.Module:
@@ -105,12 +111,16 @@ class NormalizationSpec:
 
 @dataclass(frozen=True)
 class InferenceSpec:
-    """Sliding-window settings: ROI (patch) size in voxels, overlap fraction, blending mode."""
+    """Sliding-window settings: ROI (patch) size in voxels, overlap fraction, blending mode; and the
+    output activation (one of ``OUTPUT_ACTIVATIONS``) with, for ``sigmoid_nested_regions``, the region
+    (``"TC"``, ``"WT"`` or ``"ET"``) of each network output channel in order."""
 
     roi_size: tuple[int, int, int]
     overlap: float = 0.5
     blend_mode: str = "gaussian"
     sw_batch_size: int = 2
+    activation: str = "softmax"
+    region_channels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,8 +147,11 @@ class PostprocessSpec:
 class ModelSpec:
     """Everything the app needs to use a trained network, parsed from a checkpoint.
 
-    ``labels`` lists every output channel of the network in order, background (value 0) first.
-    ``target_spacing`` is in mm along the axes of ``orientation`` (RAS by default).
+    ``labels`` lists every output channel of the network in order, background (value 0) first
+    (``sigmoid_nested_regions`` models: the label map made from the region channels, 0-3).
+    ``target_spacing`` is in mm along the axes of ``orientation`` (RAS by default). ``native_grid``:
+    the network runs on the scan's own voxel grid (no reorientation, no resampling; MONAI bundles
+    without ``Orientationd``/``Spacingd``); ``target_spacing`` is then only the nominal spacing.
     """
 
     name: str
@@ -149,6 +162,7 @@ class ModelSpec:
     inference: InferenceSpec
     normalization: NormalizationSpec = field(default_factory=NormalizationSpec)
     orientation: str = "RAS"
+    native_grid: bool = False
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
     version: str = "0.1.0"
     description: str = ""
@@ -166,6 +180,9 @@ class ModelSpec:
 
     @property
     def out_channels(self) -> int:
+        """Network output channels: one per label (softmax) or one per region (sigmoid regions)."""
+        if self.inference.activation == "sigmoid_nested_regions":
+            return len(self.inference.region_channels)
         return len(self.labels)
 
     @property
@@ -216,6 +233,8 @@ class ModelSpec:
                     overlap=float(d["inference"].get("overlap", 0.5)),
                     blend_mode=str(d["inference"].get("blend_mode", "gaussian")),
                     sw_batch_size=int(d["inference"].get("sw_batch_size", 2)),
+                    activation=str(d["inference"].get("activation", "softmax")),
+                    region_channels=tuple(str(r) for r in d["inference"].get("region_channels", ())),
                 ),
                 normalization=NormalizationSpec(
                     scheme=str(d.get("normalization", {}).get("scheme", "zscore_nonzero")),
@@ -226,6 +245,7 @@ class ModelSpec:
                     ),
                 ),
                 orientation=str(d.get("orientation", "RAS")),
+                native_grid=bool(d.get("native_grid", False)),
                 postprocess=PostprocessSpec(
                     min_lesion_ml=float(d.get("postprocess", {}).get("min_lesion_ml", 0.0)),
                     keep_largest=bool(d.get("postprocess", {}).get("keep_largest", False)),
@@ -277,6 +297,15 @@ class ModelSpec:
             raise CheckpointError(f"Invalid sliding-window overlap {self.inference.overlap}.")
         if self.inference.blend_mode not in BLEND_MODES:
             raise CheckpointError(f"Unknown blending mode '{self.inference.blend_mode}'.")
+        if self.inference.activation not in OUTPUT_ACTIVATIONS:
+            raise CheckpointError(f"Unknown output activation '{self.inference.activation}'.")
+        if self.inference.activation == "sigmoid_nested_regions" and (
+            sorted(self.inference.region_channels) != sorted(NESTED_REGIONS)
+            or [lab.value for lab in self.labels] != [0, 1, 2, 3]
+        ):
+            raise CheckpointError(
+                "A sigmoid nested-region model needs one output channel for each of TC, WT and ET and the labels 0-3."
+            )
         if self.normalization.scheme not in NORMALIZATION_SCHEMES:
             raise CheckpointError(f"Unknown intensity normalisation '{self.normalization.scheme}'.")
         if self.normalization.scheme == "ct_window" and (
@@ -471,8 +500,12 @@ def model_card(spec: ModelSpec) -> str:
     lines.append(f"Network: {spec.network.name} {json.dumps(spec.network.kwargs, sort_keys=True)}")
     lines.append("Inputs: " + ", ".join(f"{c.name} ({c.modality})" for c in spec.channels))
     lines.append("Labels: " + ", ".join(f"{lab.value}={lab.name}" for lab in spec.labels))
+    if spec.inference.activation != "softmax":
+        lines.append(f"Outputs: {spec.inference.activation} ({', '.join(spec.inference.region_channels)})")
+    grid = ("the scan's own grid (nominal " + "x".join(f"{s:g}" for s in spec.target_spacing) + " mm)"
+            if spec.native_grid else "x".join(f"{s:g}" for s in spec.target_spacing) + f" mm ({spec.orientation})")
     lines.append(
-        "Spacing: " + "x".join(f"{s:g}" for s in spec.target_spacing) + f" mm ({spec.orientation}); "
+        f"Spacing: {grid}; "
         f"ROI {'x'.join(str(s) for s in spec.inference.roi_size)}, overlap {spec.inference.overlap:g}, "
         f"{spec.inference.blend_mode} blending"
     )

@@ -282,7 +282,8 @@ class JobController(QObject):
 
     # ---- model
     def load_model_dialog(self) -> None:
-        path = self.win.ask_open_path("Load model checkpoint", "Model checkpoints (*.pt *.pth);;All files (*)")
+        path = self.win.ask_open_path(
+            "Load model checkpoint", "Model checkpoints (*.pt *.pth);;MONAI bundle (metadata.json);;All files (*)")
         if path:
             self.load_model(path, show_card=True)
 
@@ -294,14 +295,15 @@ class JobController(QObject):
         def load(progress, cancel):
             import torch
 
-            from seg_app.core.spec import default_model_path, load_checkpoint
+            from seg_app.core.model_sources import load_model_checkpoint
+            from seg_app.core.spec import default_model_path
 
             from seg_app.core.nnunet_model import load_model, nnunet_root
 
             if path and nnunet_root(path) is not None:  # an nnU-Net folder, its dataset.json or a fold's .pth
                 ckpt = load_model(path)  # NnUNetModel: .spec and .path like a Checkpoint
             else:
-                ckpt = load_checkpoint(path or default_model_path())
+                ckpt = load_model_checkpoint(path or default_model_path())
             return ckpt, bool(torch.cuda.is_available())
 
         job = self.start_job(load, "model loading")
