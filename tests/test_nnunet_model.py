@@ -28,6 +28,7 @@ from seg_app.core.nnunet_model import (
     NnUNetSegmenter,
     describe_nnunet,
     is_nnunet_folder,
+    load_model,
     make_segmenter,
     nnunet_root,
     parse_folds,
@@ -46,7 +47,9 @@ def tiny_nnunet(tmp_path_factory: pytest.TempPathFactory) -> dict:
     the time each step took (also printed)."""
     if __import__("importlib").util.find_spec("nnunetv2") is None:
         pytest.skip("nnunetv2 not installed (the test extra has it)")
-    root = tmp_path_factory.mktemp("nnunet")
+    # SEG_APP_NNUNET_TINY=DIR keeps the model there between runs (the helper skips the steps already done)
+    kept = os.environ.get("SEG_APP_NNUNET_TINY")
+    root = Path(kept) if kept else tmp_path_factory.mktemp("nnunet")
     env = {**os.environ, "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
            "nnUNet_results": str(root / "res"), "nnUNet_compile": "f", "nnUNet_n_proc_DA": "0",
            "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
@@ -234,12 +237,12 @@ def test_predict_cli_with_an_nnunet_folder(tiny_nnunet: dict, tmp_path: Path, ca
     assert doc["model"]["name"] == "Dataset042_Tiny"
     assert "case:" in captured.out
 
-    # one fold's best checkpoint, by options and by pointing --model at the file
-    for args in (["--folds", "0", "--checkpoint", "checkpoint_best.pth"], []):
-        model = str(tiny_nnunet["model"]) if args else str(tiny_nnunet["model"] / "fold_0" / "checkpoint_best.pth")
-        rc = predict_command(["--model", model, *args, str(tiny_nnunet["case"]), "--out", str(tmp_path / "best"),
-                              "--device", "cpu", "--format", "json"])
-        assert rc == 0, capsys.readouterr().err
+    # one fold's best checkpoint, by options; pointing at the file selects the same
+    rc = predict_command(["--model", str(tiny_nnunet["model"]), "--folds", "0", "--checkpoint", "checkpoint_best.pth",
+                          str(tiny_nnunet["case"]), "--out", str(tmp_path / "best"), "--device", "cpu", "--format", "json"])
+    assert rc == 0, capsys.readouterr().err
+    picked = load_model(tiny_nnunet["model"] / "fold_0" / "checkpoint_best.pth")
+    assert (picked.use_folds, picked.use_checkpoint) == (("0",), "checkpoint_best.pth")
 
 
 @pytest.mark.slow
@@ -260,3 +263,19 @@ def test_predict_cli_missing_fold_and_broken_folder(tiny_nnunet: dict, tmp_path:
                           "--device", "cpu"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and err[0].startswith("error:") and "cannot be read" in err[0]
+
+
+@pytest.mark.slow
+def test_predict_cli_channels_as_separate_files(tiny_nnunet: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--channel NAME=PATH`` per dataset.json channel (nnU-Net's own per-channel files) gives the same labels."""
+    from seg_app.predict_cli import predict_command
+
+    test, out = tiny_nnunet["root"] / "test", tmp_path / "out"
+    rc = predict_command(["--model", str(tiny_nnunet["model"]), "--channel", f"FLAIR={test / 'case_0001.nii.gz'}",
+                          "--channel", f"T1={test / 'case_0000.nii.gz'}", "--reference", "T1", "--out", str(out),
+                          "--device", "cpu", "--format", "nifti,json"])
+    assert rc == 0, capsys.readouterr().err
+    (labels_path,) = out.glob("*_labels.nii.gz")
+    img = nib.load(str(labels_path))
+    assert np.allclose(img.affine, nib.load(str(test / "case_0000.nii.gz")).affine)
+    assert int((np.asarray(img.dataobj).astype(np.uint8) != _ref_labels(tiny_nnunet["ref"])).sum()) == 0

@@ -692,7 +692,7 @@ class NnUNetSegmenter:
             finally:
                 p.step_hook = None
                 torch.set_num_threads(threads)
-            if flag.is_set():
+            if flag.is_set() or is_cancelled(cancel):  # also when set during the last window
                 raise Cancelled("Segmentation was cancelled.")
             prepared.seconds += time.perf_counter() - t0
             return NnUNetPrediction(logits.cpu(), self.device.type)
