@@ -472,17 +472,18 @@ def _predictor_class() -> type:
 _PREDICTOR_CLASS: type | None = None
 
 
-def load_model(path: str | os.PathLike) -> Any:
-    """A model path for the app: an :class:`NnUNetModel` for an nnU-Net folder (or a file in one),
-    otherwise our checkpoint (:func:`seg_app.core.spec.load_checkpoint`)."""
+def load_model(path: str | os.PathLike, *, trust_model: bool = False) -> Any:
+    """A model path for the app: an :class:`NnUNetModel` for an nnU-Net folder (or a file in one; a fold's
+    checkpoint selects that fold and file), otherwise a ``Checkpoint``
+    (:func:`seg_app.core.model_sources.load_model_checkpoint`: our checkpoint or a MONAI bundle)."""
     root = nnunet_root(path)
     if root is not None:
         folder, fold, ckpt_name = root
         model = describe_nnunet(folder)
         return dataclasses.replace(model, use_folds=(fold,), use_checkpoint=ckpt_name) if fold else model
-    from seg_app.core.spec import load_checkpoint
+    from seg_app.core.model_sources import load_model_checkpoint
 
-    return load_checkpoint(path)
+    return load_model_checkpoint(path, trust_model=trust_model)
 
 
 def make_segmenter(model: Any = None, *, device: str = "auto", tta: bool = False, folds: Sequence[str] | str | None = None,

@@ -136,10 +136,10 @@ def _time_point(src: MaskSource, request: FollowUpRequest, segmenter_box: dict[s
     if "segmenter" not in segmenter_box:  # one model for both time points
         factory = request.segmenter_factory
         if factory is None:
-            from seg_app.core.inference import Segmenter
+            from seg_app.core.nnunet_model import make_segmenter
 
             def factory(checkpoint: Any, device: str) -> Any:
-                return Segmenter(model=checkpoint, device=device)
+                return make_segmenter(checkpoint, device=device)  # Segmenter, or NnUNetSegmenter for nnU-Net
         segmenter_box["segmenter"] = factory(request.checkpoint, request.device)
     result = segmenter_box["segmenter"].segment(scan, progress=progress, cancel=cancel, return_probabilities=False)
     names = {lab.value: lab.name for lab in result.spec.labels if lab.value}
