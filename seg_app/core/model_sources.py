@@ -6,7 +6,7 @@
 * ``"monai_bundle"``: a folder with ``configs/metadata.json`` (or a file in that ``configs/``): a MONAI
   Model Zoo bundle (:mod:`seg_app.core.monai_bundle`);
 * ``"nnunet"``: a folder with ``dataset.json`` and ``plans.json`` (and ``fold_*/``): an nnU-Net v2
-  trained-model folder (detected here; loaded by ``seg_app.core.nnunet_model`` once it exists).
+  trained-model folder (detected here; run by :mod:`seg_app.core.nnunet_model`, ``make_segmenter``).
 
 :func:`load_model_checkpoint` is what the app, ``seg-app predict/followup/info`` and
 :class:`~seg_app.core.inference.Segmenter` call with a path: it returns the same
@@ -76,7 +76,8 @@ def load_model_checkpoint(path: str | os.PathLike, *, trust_model: bool = False)
         return load_bundle(path, trust_model=trust_model)
     if kind == "nnunet":
         raise CheckpointError(
-            f"'{Path(path).name}' is an nnU-Net v2 results folder; this version cannot load nnU-Net models yet."
+            f"'{Path(path).name}' is an nnU-Net v2 results folder: it is run by nnU-Net's own predictor, not loaded "
+            "as a checkpoint (seg_app.core.nnunet_model.make_segmenter; seg-app predict/followup and the app do so)."
         )
     return load_checkpoint(path)
 
