@@ -247,15 +247,20 @@ def test_identifier_warning_bad_file_and_landmarks(light_window, case, tmp_path)
     assert reg.method == "landmarks" and np.allclose(reg.matrix, TRUE, atol=1e-6)
     assert "landmark residual" in dlg.registration_label.text()
     # landmark pairs from the two crosshairs (views unlinked): follow-up point = registration of the baseline-grid point
+    assert not dlg.add_pair_button.isEnabled()  # linked views: one crosshair, no pair to mark
     dlg.link_check.setChecked(False)
+    assert dlg.add_pair_button.isEnabled()
     dlg.baseline_state.set_cursor((10, 12, 8))
     dlg.followup_state.set_cursor((11, 12, 8))
     assert dlg.baseline_state.cursor == (10, 12, 8)  # not linked any more
-    dlg.add_landmark_pair()
+    dlg.add_pair_button.click()
     g = dlg.baseline_state.geometry
     p_base, p_follow = dlg.landmark_pairs[0]
     assert np.allclose(p_base, g.display_to_world((10, 12, 8)))
     assert np.allclose(p_follow, (TRUE @ np.append(g.display_to_world((11, 12, 8)), 1.0))[:3], atol=1e-5)
+    assert dlg.pairs_label.text() == "1 landmark pair(s)" and dlg.clear_pairs_button.isEnabled()
+    dlg.followup_scan_edit.setText(str(case["dir"] / "followup"))  # another follow-up: the pairs go
+    assert dlg.landmark_pairs == [] and not dlg.clear_pairs_button.isEnabled()
 
 
 class BlockingSegmenter:

@@ -125,6 +125,7 @@ class FollowUpWindow(QDialog):
             g.addWidget(self._button("...", lambda e=mask: self._pick(e, "Choose a segmentation", SEGMENTATION_FILTER)), r, 6)
             g.addWidget(seg, r, 7)
             seg.toggled.connect(lambda on, m=mask: m.setEnabled(not on))
+        self.followup_scan_edit.textChanged.connect(lambda _t: self.landmark_pairs and self.clear_landmark_pairs())
         g.setColumnStretch(1, 2)
         g.setColumnStretch(5, 2)
         self.landmarks_edit = QLineEdit()
@@ -160,7 +161,7 @@ class FollowUpWindow(QDialog):
         self.link_check = QCheckBox("Link views")
         self.link_check.setChecked(True)
         self.link_check.setToolTip("One crosshair for both time points; uncheck to place landmark pairs")
-        self.link_check.toggled.connect(lambda on: on and self._link("baseline", "cursor"))
+        self.link_check.toggled.connect(self._on_link_toggled)
         self.add_pair_button = self._button("Add landmark pair", self.add_landmark_pair)
         self.add_pair_button.setToolTip("The two crosshairs (views unlinked) mark the same anatomical point")
         self.clear_pairs_button = self._button("Clear pairs", self.clear_landmark_pairs)
@@ -338,8 +339,7 @@ class FollowUpWindow(QDialog):
 
     # ---- showing the result
     def _on_done(self, study) -> None:
-        self.study = study
-        self.landmark_pairs = []
+        self.study = study  # landmark pairs stay (physical points) until Clear pairs or another follow-up scan
         res = study.result
         ident = study.identifier_warnings
         shown = ident + [w for w in study.warnings if w not in ident]
@@ -408,6 +408,11 @@ class FollowUpWindow(QDialog):
     def set_plane(self, plane: str) -> None:
         for pane in (self.baseline_pane, self.followup_pane):
             pane.set_plane(plane)
+
+    def _on_link_toggled(self, on: bool) -> None:
+        if on:  # the follow-up view goes back to the baseline's crosshair
+            self._link("baseline", "cursor")
+        self._refresh()
 
     def _link(self, source: str, what: str) -> None:
         """Linked views: the crosshair (and so the slice) of one time point moves the other's."""
