@@ -147,8 +147,8 @@ def load_study(source: str, args: argparse.Namespace, spec: Any, formats: Sequen
     if not channel_only:
         missing = [ch for ch in order if ch not in given]
         if missing:
-            taken = {c.key for c in given.values()}
-            candidates = [c for c in study_candidates(src) if c.key not in taken]
+            candidates = [c for c in study_candidates(src)  # a series given for one channel is not matched again
+                          if not any(c.same_source(g.path, g.series_uid) for g in given.values())]
             match = match_channels(missing, candidates)
             if not match.complete:
                 why = "; ".join(f"{ch}: {reason}" for ch, reason in match.unmatched.items())

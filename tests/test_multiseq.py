@@ -195,6 +195,10 @@ def test_study_candidates_of_a_dicom_folder(study):
     assert t2.protocol == "t2_tse_tra" and t2.frame_of_reference_uid.endswith(".3") and t2.key.startswith(str(study))
     m = match_channels(["T1w", "T1c"], cands)
     assert m.complete and m.mapping["T1c"].description == "AX T1 POST GD"
+    # a series given on the command line (its folder, or FOLDER::UID) is recognised, so it is not matched twice
+    post = m.mapping["T1c"]
+    assert post.same_source(study / "s1") and not post.same_source(study / "s2")
+    assert post.same_source(study, post.series_uid) and not post.same_source(study, "1.2.3")
 
 
 # ---- assembly --------------------------------------------------------------------------------------------

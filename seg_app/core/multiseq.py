@@ -132,6 +132,7 @@ class Candidate:
     image_type: tuple[str, ...] = ()
     frame_of_reference_uid: str = ""
     summary: str = ""
+    folder: str = ""  # the folder holding the series' files (DICOM), for "is this the series given there?"
 
     @property
     def key(self) -> str:
@@ -168,6 +169,16 @@ class Candidate:
 
         return load_scan(self.path, series_uid=self.series_uid)
 
+    def same_source(self, path: str | os.PathLike[str], series_uid: str | None = None) -> bool:
+        """Whether ``path`` (and ``series_uid``) names this candidate: the same file, the same series UID, or
+        (no UID given) a folder holding this series' files."""
+        if series_uid and self.series_uid:
+            return series_uid == self.series_uid
+        p = Path(path).resolve()
+        if p == Path(self.path).resolve() and not self.series_uid:
+            return True
+        return bool(self.folder) and (p == Path(self.folder).resolve() or p in Path(self.folder).resolve().parents)
+
 
 def _dicom_extra(path: str) -> tuple[str, tuple[str, ...], str]:
     """(ProtocolName, ImageType, FrameOfReferenceUID) of one DICOM file, header only; blanks on failure."""
@@ -185,7 +196,8 @@ def _dicom_extra(path: str) -> tuple[str, tuple[str, ...], str]:
 
 def _from_series(info: SeriesInfo, path: str) -> Candidate:
     protocol, image_type, frame = _dicom_extra(info.files[0]) if info.files else ("", (), "")
-    return Candidate(path, info.series_uid, info.description, protocol, image_type, frame, info.summary())
+    return Candidate(path, info.series_uid, info.description, protocol, image_type, frame, info.summary(),
+                     str(Path(info.files[0]).parent) if info.files else "")
 
 
 def _is_mask_name(name: str) -> bool:
