@@ -41,6 +41,12 @@ needs_nnunet = pytest.mark.skipif(
 )
 
 
+def _slow(test):
+    """``slow``, with a timeout that leaves room for training the model (the first such test's setup does it:
+    minutes on a loaded 2-core machine)."""
+    return pytest.mark.slow(pytest.mark.timeout(1500)(test))
+
+
 @pytest.fixture(scope="session")
 def tiny_nnunet(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Train the tiny model and nnU-Net's reference predictions (once per session); returns paths and
@@ -55,7 +61,7 @@ def tiny_nnunet(tmp_path_factory: pytest.TempPathFactory) -> dict:
            "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, str(HELPER), str(root)], env=env, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=1400)
     if proc.returncode != 0:
         pytest.fail(f"training the tiny nnU-Net model failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     timings = json.loads((root / "timings.json").read_text())
@@ -173,7 +179,7 @@ def test_plans_naming_other_classes_are_refused() -> None:
 
 
 # ---- the real model -------------------------------------------------------------------------
-@pytest.mark.slow
+@_slow
 def test_describe_trained_model(tiny_nnunet: dict) -> None:
     info = describe_nnunet(tiny_nnunet["model"])
     assert info.channels == ("T1", "FLAIR")
@@ -184,7 +190,7 @@ def test_describe_trained_model(tiny_nnunet: dict) -> None:
     assert "nnU-Net v2 model Dataset042_Tiny" in info.summary()
 
 
-@pytest.mark.slow
+@_slow
 def test_segmenter_equals_nnunet_predictor(tiny_nnunet: dict) -> None:
     """Our NnUNetSegmenter on the 4D NIfTI == nnU-Net's predict_from_files on the per-channel files."""
     from seg_app.core.io import load_scan
@@ -218,7 +224,7 @@ def test_segmenter_equals_nnunet_predictor(tiny_nnunet: dict) -> None:
     assert int((mirrored.labels.array[0] != _ref_labels(tiny_nnunet["ref_mirror"])).sum()) == 0
 
 
-@pytest.mark.slow
+@_slow
 def test_predict_cli_with_an_nnunet_folder(tiny_nnunet: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from seg_app.predict_cli import predict_command
 
@@ -245,7 +251,7 @@ def test_predict_cli_with_an_nnunet_folder(tiny_nnunet: dict, tmp_path: Path, ca
     assert (picked.use_folds, picked.use_checkpoint) == (("0",), "checkpoint_best.pth")
 
 
-@pytest.mark.slow
+@_slow
 def test_predict_cli_missing_fold_and_broken_folder(tiny_nnunet: dict, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     from seg_app.predict_cli import predict_command
@@ -265,7 +271,7 @@ def test_predict_cli_missing_fold_and_broken_folder(tiny_nnunet: dict, tmp_path:
     assert rc != 0 and len(err) == 1 and err[0].startswith("error:") and "cannot be read" in err[0]
 
 
-@pytest.mark.slow
+@_slow
 def test_predict_cli_channels_as_separate_files(tiny_nnunet: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``--channel NAME=PATH`` per dataset.json channel (nnU-Net's own per-channel files) gives the same labels."""
     from seg_app.predict_cli import predict_command
