@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from seg_app.core.errors import Cancelled, CheckpointError
+from gui_fixtures import gui_data, make_window, open_and_wait, segment_and_wait  # noqa: F401 - fixtures (Qt imported inside)
 from seg_app.core.nnunet_model import (
     INSTALL_HINT,
     NnUNetSegmenter,
@@ -285,3 +286,19 @@ def test_predict_cli_channels_as_separate_files(tiny_nnunet: dict, tmp_path: Pat
     img = nib.load(str(labels_path))
     assert np.allclose(img.affine, nib.load(str(test / "case_0000.nii.gz")).affine)
     assert int((np.asarray(img.dataobj).astype(np.uint8) != _ref_labels(tiny_nnunet["ref"])).sum()) == 0
+
+
+@_slow
+@pytest.mark.gui
+def test_gui_loads_an_nnunet_model_and_segments(tiny_nnunet: dict, make_window, qtbot) -> None:
+    """Model > Load model... with the folder's dataset.json, then Segment: nnU-Net's labels in the viewer."""
+    from seg_app.gui.workers import wait_for
+
+    win = make_window(model="")
+    job = win.load_model(str(tiny_nnunet["model"] / "dataset.json"), show_card=False)
+    assert job is not None and wait_for(job, timeout_s=300)
+    assert [c.name for c in win.checkpoint.spec.channels] == ["T1", "FLAIR"]
+    open_and_wait(win, tiny_nnunet["case"])
+    segment_and_wait(win)
+    assert int((win.labels.array[0] != _ref_labels(tiny_nnunet["ref"])).sum()) == 0
+    assert {lab.name for lab in win.checkpoint.spec.foreground_labels} == {"oedema", "core"}
