@@ -605,6 +605,9 @@ class NnUNetSegmenter:
         try:
             plans_manager = PlansManager(self.model.plans_json)
             conf = plans_manager.get_configuration(configuration)
+            if conf.previous_stage_name is not None:
+                raise CheckpointError(f"The nnU-Net model {self.model.path} is the second stage of a cascade "
+                                      f"({configuration}, after {conf.previous_stage_name}); cascades are not supported.")
             _check_plans_classes(conf)
             dataset_json = self.model.dataset_json
             n_in = determine_num_input_channels(plans_manager, conf, dataset_json)
