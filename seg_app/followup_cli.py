@@ -18,9 +18,6 @@ Nothing is written when anything fails before the writing; a bad input is one ``
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +27,6 @@ from seg_app import DISCLAIMER
 
 __all__ = ["build_parser", "followup_command"]
 
-FOLLOWUP_FORMAT = "seg_app.followup"
-FOLLOWUP_VERSION = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,56 +99,12 @@ def _labels_for(scan: Any, mask: str | None, segmenter_box: dict[str, Any], args
     return {"labels": labels, "names": names, "warnings": warnings, "mask": None, "result": result}
 
 
-def _csv_text(result: Any) -> str:
-    cols = ["track", "status", "target", "baseline_lesions", "followup_lesions", "matched_by", "centroid_distance_mm",
-            "baseline_volume_ml", "followup_volume_ml", "volume_change_ml", "volume_change_percent",
-            "baseline_long_axis_mm", "followup_long_axis_mm", "long_axis_change_mm", "long_axis_change_percent",
-            "baseline_short_axis_mm", "followup_short_axis_mm",
-            "baseline_product_mm2", "followup_product_mm2", "product_change_mm2", "product_change_percent"]
-
-    def row(track: Any, status: str, target: Any, bl: str, fl: str, by: Any, dist: Any, b: dict, f: dict, ch: dict) -> list[Any]:
-        vals = [track, status, target, bl, fl, by, dist, b["volume_ml"], f["volume_ml"], ch["volume_ml"], ch["volume_percent"],
-                b["long_axis_mm"], f["long_axis_mm"], ch["long_axis_mm"], ch["long_axis_percent"], b["short_axis_mm"],
-                f["short_axis_mm"], b["bidimensional_product_mm2"], f["bidimensional_product_mm2"],
-                ch["bidimensional_product_mm2"], ch["bidimensional_product_percent"]]
-        return ["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in vals]
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    doc = result.as_dict()
-    for t in doc["tracks"]:
-        w.writerow(row(t["track"], t["status"], "yes" if t["target"] else "no", " ".join(map(str, t["baseline_lesions"])),
-                       " ".join(map(str, t["followup_lesions"])), t["matched_by"] or "", t["centroid_distance_mm"],
-                       t["baseline"], t["followup"], t["change"]))
-    tot = doc["totals"]
-    w.writerow(row("total", f"{tot['new_lesions']} new, {tot['disappeared_lesions']} disappeared", "",
-                   str(tot["baseline"]["lesions"]), str(tot["followup"]["lesions"]), "", None,
-                   tot["baseline"], tot["followup"], tot["change"]))
-    return buf.getvalue()
-
-
-def _scan_doc(scan: Any, info: dict[str, Any], source: str, model_path: str) -> dict[str, Any]:
-    from seg_app.core.export import measurements_metadata
-    from seg_app.core.patient import patient_info
-
-    result = info["result"]
-    meta = measurements_metadata(scan, result.spec if result is not None else None, source=source, result=result,
-                                 model_path=model_path if result is not None else "")
-    meta.pop("app", None)
-    meta["study_date"] = patient_info(scan, read_files=False).study_date
-    meta["mask"] = info["mask"] or "segmented by the model"
-    meta["warnings"] = [*meta.get("warnings", []), *info["warnings"]]
-    return meta
-
-
 def _run(args: argparse.Namespace) -> int:
-    from seg_app import __version__
-    from seg_app.core.files import atomic_write, overwrites_source
     from seg_app.core.followup import (
         assess_followup, landmark_registration, read_landmarks_csv, register_rigid,
     )
-    from seg_app.core.io import load_scan, save_labels
+    from seg_app.core.followup_export import followup_document, write_followup_files
+    from seg_app.core.io import load_scan
     from seg_app.core.patient import patient_info
 
     out = Path(args.out)
@@ -178,13 +129,7 @@ def _run(args: argparse.Namespace) -> int:
                                    *(f"baseline mask: {w}" for w in b_info["warnings"]),
                                    *(f"follow-up mask: {w}" for w in f_info["warnings"]), *result.warnings]))
     dates = (patient_info(baseline, read_files=False).study_date, patient_info(followup, read_files=False).study_date)
-    doc = {"format": FOLLOWUP_FORMAT, "version": FOLLOWUP_VERSION,
-           "app": {"name": "seg-app", "version": __version__, "disclaimer": DISCLAIMER},
-           "baseline": _scan_doc(baseline, b_info, args.baseline, model_path),
-           "followup": _scan_doc(followup, f_info, args.followup, model_path),
-           **result.as_dict(), "warnings": warnings}
-    json_text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
-    csv_text = _csv_text(result)
+    doc = followup_document(result, baseline, followup, b_info, f_info, args.baseline, args.followup, model_path, warnings)
     png, png_note = None, ""
     try:
         from seg_app.core.followup_report import render_followup_report
@@ -194,34 +139,11 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError as exc:  # the standalone bundle leaves matplotlib out (size)
         png_note = f"no followup.png written: the report needs matplotlib ({exc})"
     # -- write (everything is computed: a failure above left nothing behind)
-    out.mkdir(parents=True, exist_ok=True)
-    targets = {"json": out / "followup.json", "csv": out / "followup.csv", "png": out / "followup.png",
-               "map": out / "followup_labels_on_baseline.nii.gz"}
-    if b_info["result"] is not None:
-        targets["baseline_labels"] = out / "baseline_labels.nii.gz"
-    if f_info["result"] is not None:
-        targets["followup_labels"] = out / "followup_labels.nii.gz"
+    masks = [(name, info["labels"], scan) for name, info, scan in (("baseline_labels", b_info, baseline),
+                                                                   ("followup_labels", f_info, followup))
+             if info["result"] is not None]  # the model's masks
     sources = [*baseline.source_paths, *followup.source_paths, *(m for m in (args.baseline_mask, args.followup_mask, args.landmarks) if m)]
-    for p in targets.values():
-        if overwrites_source(p, sources):
-            raise ValueError(f"Refusing to overwrite an input file: {p}.")
-    written = []
-    for key, text in (("json", json_text), ("csv", csv_text)):
-        with atomic_write(targets[key]) as tmp:
-            Path(tmp).write_text(text, encoding="utf-8")
-        written.append(targets[key].name)
-    if png is not None:
-        with atomic_write(targets["png"]) as tmp:
-            Path(tmp).write_bytes(png)
-        written.append(targets["png"].name)
-    save_labels(result.followup_map_on_baseline.astype("int32"), baseline, targets["map"])
-    written.append(targets["map"].name)
-    if "baseline_labels" in targets:
-        save_labels(b_info["labels"], baseline, targets["baseline_labels"])
-        written.append(targets["baseline_labels"].name)
-    if "followup_labels" in targets:
-        save_labels(f_info["labels"], followup, targets["followup_labels"])
-        written.append(targets["followup_labels"].name)
+    written = write_followup_files(out, doc, result, baseline, png, masks, sources)
     _print_summary(result, warnings + ([png_note] if png_note else []))
     print(f"wrote {', '.join(written)} to {out}")
     return 0

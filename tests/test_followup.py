@@ -25,22 +25,13 @@ from seg_app.core.followup import (
 )
 from seg_app.core.volume import Volume
 from seg_app.followup_cli import followup_command
+from transforms import rigid_matrix as _rigid
 
 # lesion centres (RAS mm, baseline anatomy) and radii (mm)
 A, B, C = np.array([28.0, -18.0, 18.0]), np.array([-30.0, 12.0, 28.0]), np.array([-22.0, -48.0, 8.0])
 R_A, R_B, R_A_GROWN, R_C = 10.0, 7.0, 12.5, 6.0
 R_A_SHRUNK, R_B_SHRUNK = 6.0, 4.0
 LESION_VALUE = 1.4  # brighter than any brain tissue of the template (max ~1)
-
-
-def _rigid(deg: float, axis, shift) -> np.ndarray:
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    t = math.radians(deg)
-    m = np.eye(4)
-    m[:3, :3] = np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-    m[:3, 3] = shift
-    return m
 
 
 #: baseline anatomy -> follow-up scanner coordinates: 5 degrees about an oblique axis, 4 mm shift
@@ -311,7 +302,6 @@ def test_matching_by_centroid_distance_and_equivocal_new_lesion():
     res = assess_followup(scan, base, scan, tiny, identity_registration(scan, scan), max_distance_mm=20.0)
     assert "new (equivocal)" in [t.status for t in res.tracks]
     assert res.recist.category != "PD" or "new lesion" not in " ".join(res.recist.reasons)
-
 
 
 def test_rano_measurable_needs_two_axial_slices():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 
 import nibabel as nib
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 from gui_fixtures import no_leftover_threads, open_and_wait, wait_measurements  # noqa: F401
 
 from seg_app.core.followup import DISCLAIMER_SUGGESTION
+from transforms import rigid_matrix as _rigid
 
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -28,16 +28,6 @@ A, B, C = np.array([12.0, 8.0, 4.0]), np.array([-14.0, -10.0, -6.0]), np.array([
 R_A, R_A_GROWN, R_B, R_C = 8.0, 10.0, 6.0, 5.0
 BLOBS = [((15.0, -12.0, 8.0), 9.0, 60.0), ((-18.0, 14.0, -5.0), 11.0, -40.0), ((0.0, 20.0, 12.0), 7.0, 50.0),
          ((-5.0, -22.0, 0.0), 8.0, 35.0)]
-
-
-def _rigid(deg: float, axis, shift) -> np.ndarray:
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    t = math.radians(deg)
-    m = np.eye(4)
-    m[:3, :3] = np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-    m[:3, 3] = shift
-    return m
 
 
 #: baseline anatomy -> follow-up scanner coordinates

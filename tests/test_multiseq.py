@@ -10,7 +10,6 @@ within 1 mm everywhere in the head.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -26,19 +25,10 @@ from seg_app.core.multiseq import (
     Candidate, assemble_study, channels_from_volume, load_channels, match_channels, sequence_role, study_candidates,
 )
 from seg_app.core.volume import Volume
+from transforms import rigid_matrix as _rigid
 
 
 # ---- the synthetic head --------------------------------------------------------------------------------
-def _rigid(deg: float, axis, shift) -> np.ndarray:
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    t = math.radians(deg)
-    m = np.eye(4)
-    m[:3, :3] = np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-    m[:3, 3] = shift
-    return m
-
-
 #: reference anatomy (T1c's scanner coordinates) -> the T2 series' scanner coordinates
 TRUE = _rigid(6.0, (0.3, -0.2, 1.0), (3.0, -2.5, 3.0))
 # centre, semi-axes (mm), then T1, T1c, T2 values; painted in order

@@ -7,7 +7,6 @@ a known rigid transform, resampled (trilinear) onto its own grid and contrast-in
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -19,16 +18,7 @@ from seg_app.core.registration import (
     transform_points,
 )
 from seg_app.core.volume import Volume
-
-
-def _rigid(deg: float, axis, shift) -> np.ndarray:
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    t = math.radians(deg)
-    m = np.eye(4)
-    m[:3, :3] = np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-    m[:3, 3] = shift
-    return m
+from transforms import rigid_matrix as _rigid
 
 
 #: reference RAS -> moving RAS (the documented convention of Registration.matrix)

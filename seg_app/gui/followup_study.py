@@ -14,7 +14,6 @@ file (B) on the open scan, with the agreement map of :mod:`seg_app.core.compare`
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -230,25 +229,20 @@ def write_followup_report(study: FollowUpStudy, out: str | Path, anonymise: bool
     """Write ``followup.json``, ``.csv``, ``.png`` (when matplotlib is there), the follow-up map and the
     model's masks (time points it segmented) into ``out``.
 
-    The JSON document and CSV are built by ``seg-app followup``'s own builders; every file is written
+    The files are those of ``seg-app followup`` (:mod:`seg_app.core.followup_export`); every file is written
     atomically and no input file is ever overwritten. ``anonymise`` (*View > Anonymise*) leaves the
     source paths, names and UIDs out, as the main window's exports do. Returns the names written.
     """
-    from seg_app import DISCLAIMER, __version__
-    from seg_app.core.files import atomic_write, overwrites_source
-    from seg_app.core.io import save_labels
+    from seg_app import DISCLAIMER
+    from seg_app.core.followup_export import followup_document, write_followup_files
     from seg_app.core.patient import patient_info
-    from seg_app.followup_cli import FOLLOWUP_FORMAT, FOLLOWUP_VERSION, _csv_text, _scan_doc
 
     req, result = study.request, study.result
     baseline, followup = study.baseline, study.followup
     b_src = req.baseline.scan_path or (baseline.source_paths[0] if baseline.source_paths else "")
     f_src = req.followup.scan_path or (followup.source_paths[0] if followup.source_paths else "")
-    doc = {"format": FOLLOWUP_FORMAT, "version": FOLLOWUP_VERSION,
-           "app": {"name": "seg-app", "version": __version__, "disclaimer": DISCLAIMER},
-           "baseline": _scan_doc(baseline, study.baseline_info, b_src, req.model_path),
-           "followup": _scan_doc(followup, study.followup_info, f_src, req.model_path),
-           **result.as_dict(), "warnings": list(study.warnings)}
+    doc = followup_document(result, baseline, followup, study.baseline_info, study.followup_info, b_src, f_src,
+                            req.model_path, study.warnings)
     titles = (baseline.name, followup.name)
     if anonymise:  # paths, names and UIDs can identify the patient too
         for key in ("baseline", "followup"):
@@ -256,8 +250,6 @@ def write_followup_report(study: FollowUpStudy, out: str | Path, anonymise: bool
             doc[key]["study_date"] = ""
             doc[key]["mask"] = "anonymised" if doc[key]["mask"] != "segmented by the model" else doc[key]["mask"]
         titles = ("baseline", "follow-up")
-    json_text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
-    csv_text = _csv_text(result)
     png = None
     try:
         from seg_app.core.followup_report import render_followup_report
@@ -268,34 +260,12 @@ def write_followup_report(study: FollowUpStudy, out: str | Path, anonymise: bool
                                      disclaimer=DISCLAIMER)
     except ImportError:  # the standalone bundle leaves matplotlib out (size)
         png = None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    targets = {"json": out / "followup.json", "csv": out / "followup.csv", "png": out / "followup.png",
-               "map": out / "followup_labels_on_baseline.nii.gz"}
-    masks = [(name, info, scan) for name, info, scan in (("baseline_labels", study.baseline_info, baseline),
-                                                          ("followup_labels", study.followup_info, followup))
+    masks = [(name, info["labels"], scan) for name, info, scan in (("baseline_labels", study.baseline_info, baseline),
+                                                                   ("followup_labels", study.followup_info, followup))
              if info["result"] is not None]  # the model's masks, as seg-app followup writes them
-    targets.update({name: out / f"{name}.nii.gz" for name, _i, _s in masks})
     sources = [*baseline.source_paths, *followup.source_paths,
                *(p for p in (req.baseline.mask_path, req.followup.mask_path, req.landmarks_path) if p)]
-    for p in targets.values():
-        if overwrites_source(p, sources):
-            raise ValueError(f"Refusing to overwrite an input file: {p}.")
-    written = []
-    for key, text in (("json", json_text), ("csv", csv_text)):
-        with atomic_write(targets[key]) as tmp:
-            Path(tmp).write_text(text, encoding="utf-8")
-        written.append(targets[key].name)
-    if png is not None:
-        with atomic_write(targets["png"]) as tmp:
-            Path(tmp).write_bytes(png)
-        written.append(targets["png"].name)
-    save_labels(result.followup_map_on_baseline.astype("int32"), baseline, targets["map"])
-    written.append(targets["map"].name)
-    for name, info, scan in masks:
-        save_labels(info["labels"], scan, targets[name])
-        written.append(targets[name].name)
-    return written
+    return write_followup_files(out, doc, result, baseline, png, masks, sources)
 
 
 # ---- compare two masks of the open scan -----------------------------------------------------------
