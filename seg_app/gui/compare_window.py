@@ -245,8 +245,7 @@ class CompareWindow(QDialog):
             self.win.measurements_updated.disconnect(self._check_stale)
         except (RuntimeError, TypeError):  # already disconnected
             pass
-        if self._main_state_changed in self.win.state._listeners:
-            self.win.state._listeners.remove(self._main_state_changed)
+        self.win.state.disconnect(self._main_state_changed)
 
 
 def show_compare(win: MainWindow) -> CompareWindow:

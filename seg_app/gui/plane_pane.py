@@ -78,8 +78,7 @@ class PlanePane(QWidget):
         self.sync()
 
     def detach(self) -> None:
-        if self._listener in self.state._listeners:  # ViewerState has no disconnect: drop our callback
-            self.state._listeners.remove(self._listener)
+        self.state.disconnect(self._listener)
 
     def _on_state(self, _what: str) -> None:
         self.sync()

@@ -282,6 +282,11 @@ class ViewerState:
     def connect(self, callback: Callable[[str], None]) -> None:
         self._listeners.append(callback)
 
+    def disconnect(self, callback: Callable[[str], None]) -> None:
+        """Stop calling ``callback`` (no error when it is not connected)."""
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
     def emit(self, what: str) -> None:
         for cb in list(self._listeners):
             cb(what)
