@@ -6,6 +6,7 @@
     seg-app compare MASK_A MASK_B --scan SCAN --out DIR
     seg-app followup BASELINE FOLLOWUP --out DIR [--baseline-mask M] [--followup-mask M] [--landmarks CSV]
     seg-app pacs echo|find|retrieve|nodes ...
+    seg-app models [--json] [--choose PATH]   (bundled + recent models, their cards; the GUI's chosen one)
 
 Errors from the core are printed as one line (``error: ...``) with a non-zero exit status; add
 ``--verbose`` for the traceback.
@@ -25,6 +26,7 @@ COMMANDS = {
     "pacs": "PACS: echo, find, retrieve (see docs/PACS.md)",
     "compare": "compare two segmentations of one scan (Dice, HD95, volume per label/region/lesion, agreement map)",
     "followup": "baseline vs follow-up of one patient: registration, lesion changes, RECIST/RANO suggestions, report",
+    "models": "the bundled and recently opened models with their cards; --choose PATH sets the GUI's model",
 }
 
 
@@ -41,7 +43,8 @@ def _gui_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("path", nargs="?", help="scan to open: NIfTI file, DICOM file or DICOM folder")
-    p.add_argument("--model", help="model checkpoint (default: the bundled model)")
+    p.add_argument("--model", help="model checkpoint, bundle or nnU-Net folder (default: the chosen one, "
+                   "see seg-app models; else the bundled model)")
     p.add_argument("--series", help="SeriesInstanceUID to open when PATH holds several series")
     p.add_argument("--screenshot", metavar="OUT.png", help="scripted mode: open PATH, render, save a PNG, exit")
     p.add_argument("--segment", action="store_true", help="with --screenshot: segment before the screenshot")
@@ -169,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from seg_app.followup_cli import followup_command
 
         return followup_command(argv[1:])
+    if argv and argv[0] == "models":
+        from seg_app.models_cli import models_command
+
+        return models_command(argv[1:])
     if argv and argv[0] == "pacs":
         from seg_app.pacs_cli import pacs_command
 

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NIfTI file, DICOM file, DICOM folder, or pacs://NODE/studies/<UID>[/series/<UID>]")
     p.add_argument("--input-list", metavar="FILE",
                    help="more inputs, one per line ('#' comments and blank lines skipped); implies --cohort")
-    p.add_argument("--model", help="model checkpoint (.pt) or MONAI bundle folder (docs/MODELS.md); default: the bundled model")
+    p.add_argument("--model", help="model checkpoint (.pt) or MONAI bundle folder (docs/MODELS.md); default: the bundled model "
+                   "(always: the model chosen with seg-app models --choose is the desktop app's only)")
     p.add_argument("--trust-model", action="store_true",
                    help="allow a MONAI bundle's TorchScript models/model.ts (it is code: only for bundles you trust)")
     p.add_argument("--out", default=".", help="output folder (created if missing; default: current folder)")

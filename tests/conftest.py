@@ -26,6 +26,13 @@ def _private_app_cache(tmp_path_factory: pytest.TempPathFactory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True)
+def _private_model_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test gets its own (empty) model registry (``seg_app.core.model_registry``), so no test reads or
+    writes ``~/.config/seg_app/models.json`` and a model one test loads is not the next window's model."""
+    monkeypatch.setenv("SEG_APP_MODEL_REGISTRY", str(tmp_path_factory.mktemp("models", numbered=True) / "models.json"))
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight, deterministic 1-channel checkpoint on the corpus grid (``corpus.CORPUS_MODEL``)."""

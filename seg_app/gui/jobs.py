@@ -37,6 +37,16 @@ def fmt_seconds(s: float) -> str:
     return f"{int(s // 60)} min {int(s % 60):02d} s"
 
 
+def _remember_model(path: str) -> None:
+    """Remember a loaded model in the model registry (a failure to write it is logged, never an error)."""
+    from seg_app.core.model_registry import remember_model
+
+    try:
+        remember_model(path, chosen=True)
+    except OSError as exc:
+        log.warning("could not remember the model in the model registry: %s", exc)
+
+
 class JobController(QObject):
     """Runs the window's jobs; at most one of each kind (load, model, segmentation, measurement) at a time."""
 
@@ -304,6 +314,8 @@ class JobController(QObject):
                 ckpt = load_model(path)  # NnUNetModel: .spec and .path like a Checkpoint
             else:
                 ckpt = load_model_checkpoint(path or default_model_path())
+            if path:  # Model > Models...: opened models are listed, the last one is the chosen one
+                _remember_model(path)
             return ckpt, bool(torch.cuda.is_available())
 
         job = self.start_job(load, "model loading")

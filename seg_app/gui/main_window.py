@@ -42,7 +42,8 @@ class MainWindow(QMainWindow):
 
     Args:
         settings: where recent files and folders persist (tests pass their own ini file).
-        model_path: checkpoint to load at start (default: the bundled model); ``""`` loads none.
+        model_path: checkpoint to load at start (default: the model chosen in Model > Models..., else the
+            bundled one); ``""`` loads none.
         interactive: False in scripted mode: errors go to stderr instead of dialogs, no questions.
 
     The document, jobs, exports and widgets of the parts stay reachable as window attributes
@@ -109,6 +110,10 @@ class MainWindow(QMainWindow):
         self.refresh_actions()
         self.statusBar().showMessage("Open a scan: File > Open scan, or drop a file or folder on the window.")
         self.update_label_choices()
+        if model_path is None:  # the model chosen in Model > Models... (else the bundled one)
+            from seg_app.core.model_registry import chosen_model
+
+            model_path = chosen_model()
         if model_path != "":
             self.load_model(model_path, show_card=False)
         else:

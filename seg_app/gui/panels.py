@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from seg_app.gui.editing import next_brush_radius
 from seg_app.gui.lesion_table import LesionTable
+from seg_app.gui.model_manager import show_model_manager
 from seg_app.gui.slice_view import SliceView, ViewData
 from seg_app.gui.viewer_state import AUTO_PRESET, CUSTOM_PRESET, VIEW_AXES, VIEW_NAMES, ViewerState
 
@@ -453,6 +454,7 @@ class Menus:
         m = self.model_menu = mb.addMenu("&Model")
         self.act_segment = self._action(m, "&Segment", win.start_segmentation, "Ctrl+R")
         self._action(m, "&Load model...", win.load_model_dialog)
+        self._action(m, "&Models...", lambda: show_model_manager(win))  # bundled + recent models, their cards
         self._action(m, "Model &card...", win.show_model_card)
 
         m = self.help_menu = mb.addMenu("&Help")
