@@ -72,3 +72,12 @@ def overwrites_source(path: str | os.PathLike[str], sources: Iterable[str | os.P
         except OSError:
             continue
     return False
+
+
+def config_file(env_var: str, name: str) -> Path:
+    """A user settings file: ``$<env_var>`` when set, else ``$XDG_CONFIG_HOME/seg_app/<name>`` (``~/.config``)."""
+    env = os.environ.get(env_var)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "seg_app" / name

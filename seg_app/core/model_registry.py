@@ -87,11 +87,9 @@ class ModelEntry:
 
 def registry_path() -> Path:
     """``$SEG_APP_MODEL_REGISTRY``, else ``$XDG_CONFIG_HOME/seg_app/models.json`` (``~/.config``)."""
-    env = os.environ.get("SEG_APP_MODEL_REGISTRY")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "seg_app" / "models.json"
+    from seg_app.core.files import config_file
+
+    return config_file("SEG_APP_MODEL_REGISTRY", "models.json")
 
 
 def _write(doc: dict[str, Any]) -> None:

@@ -217,11 +217,9 @@ class PacsSettings:
 
 def settings_path() -> Path:
     """``$SEG_APP_PACS_SETTINGS``, else ``$XDG_CONFIG_HOME/seg_app/pacs.json`` (``~/.config``)."""
-    env = os.environ.get("SEG_APP_PACS_SETTINGS")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "seg_app" / "pacs.json"
+    from seg_app.core.files import config_file
+
+    return config_file("SEG_APP_PACS_SETTINGS", "pacs.json")
 
 
 _SECRET_KEYS = {"password", "token", "secret", "pass"}
