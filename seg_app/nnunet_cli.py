@@ -22,7 +22,7 @@ def add_nnunet_arguments(parser: argparse.ArgumentParser) -> None:
                    help="checkpoint file in each fold folder (default: checkpoint_final.pth; or checkpoint_best.pth)")
     if not any("--trust-model" in a.option_strings for a in parser._actions):
         g.add_argument("--trust-model", action="store_true",
-                       help="load model files that can run code (pickled nnU-Net checkpoints); only for models you trust")
+                       help="load a MONAI bundle's TorchScript model.ts (it is code); only for models you trust")
 
 
 def segmenter_from_args(args: argparse.Namespace, model: Any, device: str, **kwargs: Any) -> Any:

@@ -17,14 +17,14 @@ reversed -- and the spacing is reversed with it. Our ``Volume`` holds the file's
 ``(C, I, J, K)``, so the array goes in as ``transpose(0, 3, 2, 1)`` with ``spacing[::-1]`` and the label
 map comes back transposed the other way: the same voxels nnU-Net sees when it reads the file itself.
 
-**Security.** nnU-Net 2.8.1 loads checkpoints with ``torch.load(weights_only=False)`` (any pickled object
+**Security.** nnU-Net 2.8.1 itself unpickles checkpoints (``torch.load`` with ``weights_only`` off: any pickled object
 runs code) and builds the network from the class name in ``plans.json`` with ``pydoc.locate``. Here the
 checkpoint is read with ``weights_only=True`` (tensors, plain values and numpy scalars only), the trainer
 class is imported from the installed nnU-Net module that defines it (:func:`_trainer_class`), and the network class in
 ``plans.json`` must be a ``dynamic_network_architectures`` architecture whose importable arguments are
 ``torch.nn`` classes; the network is then built by the trainer's ``build_network_architecture`` (nnU-Net's
-``get_network_from_plans``). A checkpoint that needs more than plain values is refused unless the caller
-trusts the folder (``trust_model=True``, ``--trust-model``).
+``get_network_from_plans``). A checkpoint that needs more than plain values is refused: nothing is ever
+unpickled (``--trust-model`` does not change this; it concerns a MONAI bundle's TorchScript only).
 
 nnU-Net (``nnunetv2``) is an optional extra: ``pip install seg-workstation[nnunet]``; it is imported only
 when a model is run.
@@ -93,42 +93,34 @@ def _import_nnunet() -> Any:
     return predict_from_raw_data
 
 
-def _load_checkpoint(path: Path, trust_model: bool) -> dict[str, Any]:
+def _load_checkpoint(path: Path) -> dict[str, Any]:
     """One fold's checkpoint as plain values: ``torch.load(weights_only=True)`` (numpy scalars, which
-    nnU-Net's training log holds, allowed as data); pickled objects need ``trust_model``."""
+    nnU-Net's training log holds, allowed as data); a checkpoint with other pickled objects is refused."""
     import torch
 
     if not path.is_file():
         raise CheckpointError(f"The nnU-Net model has no {path.parent.name}/{path.name} ({path}).")
-    if trust_model:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
+    safe = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64))]
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    safe.append(scalar)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(safe):
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        if not detail:
             raise CheckpointError(f"The nnU-Net checkpoint {path} cannot be read ({_first_line(exc)}).") from exc
-    else:
-        safe = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64))]
-        try:
-            from numpy._core.multiarray import scalar  # numpy >= 2
-        except ImportError:  # pragma: no cover - numpy 1.x
-            from numpy.core.multiarray import scalar  # type: ignore[no-redef]
-        safe.append(scalar)
-        try:
-            with warnings.catch_warnings(), torch.serialization.safe_globals(safe):
-                warnings.simplefilter("ignore")
-                ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
-            if not detail:
-                raise CheckpointError(f"The nnU-Net checkpoint {path} cannot be read ({_first_line(exc)}).") from exc
-            raise CheckpointError(
-                f"The nnU-Net checkpoint {path.parent.name}/{path.name} holds pickled objects that cannot be "
-                f"loaded safely ({detail}); loading it could run code from the file. If you trust where it "
-                "came from, pass --trust-model."
-            ) from exc
-        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in many ways
-            raise CheckpointError(f"The nnU-Net checkpoint {path} cannot be read ({_first_line(exc)}).") from exc
+        raise CheckpointError(
+            f"The nnU-Net checkpoint {path.parent.name}/{path.name} holds pickled objects that cannot be "
+            f"loaded safely ({detail}); loading them could run code from the file, so it is refused (re-save "
+            "it with only tensors and plain values)."
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in many ways
+        raise CheckpointError(f"The nnU-Net checkpoint {path} cannot be read ({_first_line(exc)}).") from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network_weights"), Mapping):
         raise CheckpointError(f"{path} is not an nnU-Net v2 checkpoint (no network_weights).")
     return ckpt
@@ -252,17 +244,13 @@ def make_segmenter(model: Any = None, *, device: str = "auto", tta: bool = False
     if isinstance(model, NnUNetModel):
         return NnUNetSegmenter(
             model, folds=folds if folds is not None else model.use_folds,
-            checkpoint=checkpoint or model.use_checkpoint, device=device, tta=tta, trust_model=trust_model,
+            checkpoint=checkpoint or model.use_checkpoint, device=device, tta=tta,
         )
     if folds is not None or checkpoint is not None:
         raise CheckpointError("--folds and --checkpoint apply to nnU-Net model folders only.")
-    import inspect
-
     from seg_app.core.inference import Segmenter
 
-    if trust_model and "trust_model" in inspect.signature(Segmenter).parameters:  # MONAI bundles' TorchScript
-        kwargs["trust_model"] = True
-    return Segmenter(model, device=device, tta=tta, **kwargs)
+    return Segmenter(model, device=device, tta=tta, trust_model=trust_model, **kwargs)  # trust: a bundle's TorchScript
 
 
 # ---- the segmenter ---------------------------------------------------------------------------
@@ -296,7 +284,6 @@ class NnUNetSegmenter:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (our device policy).
         tta: nnU-Net's mirroring (test-time flips along the axes the trainer allowed); off unless asked,
             like our own models (``nnUNetv2_predict`` has it on: 8 network calls per window in 3D).
-        trust_model: allow checkpoints that need pickled objects (``torch.load(weights_only=False)``).
 
     Raises:
         CheckpointError: nnU-Net not installed, a missing fold or checkpoint, a broken or unsafe folder.
@@ -309,8 +296,6 @@ class NnUNetSegmenter:
         checkpoint: str = "checkpoint_final.pth",
         device: str = "auto",
         tta: bool = False,
-        *,
-        trust_model: bool = False,
     ) -> None:
         from seg_app.core.runtime import configure_torch_threads, select_device
 
@@ -335,10 +320,10 @@ class NnUNetSegmenter:
         self.folds: tuple[str, ...] = tuple(chosen)
         self.threads = configure_torch_threads()
         self._lock = threading.RLock()
-        self._predictor = self._build_predictor(trust_model)
+        self._predictor = self._build_predictor()
 
     # -- setup --
-    def _build_predictor(self, trust_model: bool) -> Any:
+    def _build_predictor(self) -> Any:
         import torch
 
         _import_nnunet()
@@ -347,7 +332,7 @@ class NnUNetSegmenter:
 
         params, trainer_name, configuration, mirror_axes = [], "", "", None
         for i, fold in enumerate(self.folds):
-            ckpt = _load_checkpoint(self.model.path / f"fold_{fold}" / self.checkpoint_name, trust_model)
+            ckpt = _load_checkpoint(self.model.path / f"fold_{fold}" / self.checkpoint_name)
             if i == 0:
                 trainer_name = str(ckpt.get("trainer_name") or self.model.trainer)
                 init_args = ckpt.get("init_args") if isinstance(ckpt.get("init_args"), Mapping) else {}
