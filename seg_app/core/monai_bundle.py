@@ -151,25 +151,32 @@ _KEYS = {"keys": None, "allow_missing_keys": (False,)}
 _FLOAT = ("float32", "float", "torch.float32", "np.float32", "numpy.float32", None)
 
 
-def _preprocessing(bundle: str, config: dict[str, Any], res: _Resolver) -> dict[str, Any]:
-    """Orientation, spacing and normalisation from ``preprocessing`` (in our order only)."""
-    raw = config.get("preprocessing")
-    if raw is None:
-        return {"native_grid": True, "normalization": NormalizationSpec("none")}
-    comp = res.component(raw, "preprocessing") if not isinstance(raw, list) else ("Compose", {"transforms": raw})
+def _compose_transforms(bundle: str, config: dict[str, Any], res: _Resolver, section: str):
+    """``(where, class name, raw kwargs)`` of each enabled transform of the ``Compose`` (or plain list) that
+    ``section`` holds, ``@`` references followed; anything else is refused."""
+    raw = config[section]
+    comp = res.component(raw, section) if not isinstance(raw, list) else ("Compose", {"transforms": raw})
     if comp is None or comp[0] != "Compose":
-        raise _unsupported(bundle, f"preprocessing '{comp[0] if comp else 'disabled'}'", "only a Compose of transforms")
+        raise _unsupported(bundle, f"{section} '{comp[0] if comp else 'disabled'}'", "only a Compose of transforms")
     items = comp[1].get("transforms", [])
     while isinstance(items, str) and items.startswith("@"):
-        items = _lookup(config, items[1:], "preprocessing::transforms")
+        items = _lookup(config, items[1:], f"{section}::transforms")
+    if not isinstance(items, list):
+        raise _unsupported(bundle, f"{section}::transforms that is not a list")
+    for i, item in enumerate(items):
+        where = f"{section}::transforms::{i}"
+        c = res.component(item, where)
+        if c is not None:
+            yield (where, *c)
+
+
+def _preprocessing(bundle: str, config: dict[str, Any], res: _Resolver) -> dict[str, Any]:
+    """Orientation, spacing and normalisation from ``preprocessing`` (in our order only)."""
+    if config.get("preprocessing") is None:
+        return {"native_grid": True, "normalization": NormalizationSpec("none")}
     out: dict[str, Any] = {}
     stage = -1  # 0 orientation, 1 spacing, 2 intensity: our order
-    for i, item in enumerate(items if isinstance(items, list) else []):
-        where = f"preprocessing::transforms::{i}"
-        c = res.component(item, where)
-        if c is None:
-            continue
-        name, kw = c
+    for where, name, kw in _compose_transforms(bundle, config, res, "preprocessing"):
         if name in ("LoadImaged", "LoadImage"):
             _expect(bundle, name, where, kw, {**_KEYS, "image_only": None, "reader": None, "ensure_channel_first": None,
                                               "dtype": _FLOAT, "meta_keys": None, "meta_key_postfix": None,
@@ -256,20 +263,10 @@ def _inferer(bundle: str, config: dict[str, Any], res: _Resolver) -> dict[str, A
 
 def _postprocessing(bundle: str, config: dict[str, Any], res: _Resolver) -> str:
     """``softmax`` or ``sigmoid`` from ``postprocessing``; refuse what we would not reproduce."""
-    raw = config.get("postprocessing")
-    if raw is None:
+    if config.get("postprocessing") is None:
         raise _unsupported(bundle, "a config without postprocessing", "the outputs' activation is unknown")
-    comp = res.component(raw, "postprocessing") if not isinstance(raw, list) else ("Compose", {"transforms": raw})
-    if comp is None or comp[0] != "Compose":
-        raise _unsupported(bundle, "postprocessing other than a Compose of transforms")
-    items = comp[1].get("transforms", [])
     activation = threshold = argmax = None
-    for i, item in enumerate(items if isinstance(items, list) else []):
-        where = f"postprocessing::transforms::{i}"
-        c = res.component(item, where)
-        if c is None:
-            continue
-        name, kw = c
+    for where, name, kw in _compose_transforms(bundle, config, res, "postprocessing"):
         if name == "Activationsd":
             v = _expect(bundle, name, where, kw, {**_KEYS, "sigmoid": (True, False), "softmax": (True, False)}, res)
             if bool(v.get("sigmoid")) == bool(v.get("softmax")):
